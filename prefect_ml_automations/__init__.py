@@ -1,0 +1,1 @@
+"""W&B-style Automations for Prefect."""

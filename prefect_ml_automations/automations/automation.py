@@ -1,0 +1,105 @@
+"""An automation: scope + event (+ run filters) + action, with a name."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from prefect_ml_automations.automations._types import Duration, StrictModel
+from prefect_ml_automations.automations.actions import AnyAction
+from prefect_ml_automations.automations.filters import RunFilters
+from prefect_ml_automations.automations.scopes import ProjectScope, RegistryScope, Scope
+from prefect_ml_automations.automations.triggers import EventTrigger, RunTrigger
+
+
+class Automation(StrictModel):
+    """One automation, as written in YAML or saved as a Prefect block.
+
+    >>> a = Automation.model_validate({
+    ...     "name": "deploy-on-production",
+    ...     "scope": {"registry": "models", "collection": "churn-classifier"},
+    ...     "event": {"type": "ADD_ARTIFACT_ALIAS", "alias": "^production$"},
+    ...     "action": {"type": "run_deployment", "deployment": "deploy-model/production"},
+    ... })
+    >>> a.event.describe()
+    "alias matching '^production$' added"
+    """
+
+    name: str = Field(min_length=1, max_length=255)
+    description: str = ""
+    enabled: bool = True
+    source: str | None = Field(
+        default=None, description="The source this automation watches; optional with one source."
+    )
+    scope: Scope
+    event: EventTrigger
+    filters: RunFilters | None = Field(
+        default=None, description="Run filters (run events only): user, run_name regex."
+    )
+    cooldown: Duration = Field(
+        default=timedelta(hours=24),
+        description="A run fires at most once per cooldown of event time ('0' turns it off).",
+    )
+    action: AnyAction
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if value != value.strip() or any(ch in value for ch in "\n\r\t"):
+            raise ValueError(f"{value!r} has leading/trailing blanks or line breaks; remove them")
+        return value
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def _scope_names_one_place(cls, scope: Any) -> Any:
+        if isinstance(scope, dict) and "registry" in scope and "project" in scope:
+            raise ValueError(
+                "names both a registry and a project; a scope is one or the other, "
+                "so write two automations to watch both"
+            )
+        return scope
+
+    @model_validator(mode="after")
+    def _event_fits_scope(self) -> Automation:
+        kind = _scope_kind(self.scope)
+        allowed = self.event.allowed_scopes
+        if kind not in allowed and not (kind == "plain_project" and "project" in allowed):
+            if allowed == ("plain_project",):
+                fix = (
+                    "run events need a plain project scope such as "
+                    f"{{project: {_project_of(self)}}} "
+                    "(no registry, no collection)"
+                )
+            else:
+                fix = "use a project scope such as {project: team/project}"
+            raise ValueError(
+                f"event: {self.event.type} can not be used with {self.scope.describe()}; {fix}"
+            )
+        if self.filters is not None and not isinstance(self.event, RunTrigger):
+            raise ValueError(
+                f"filters: run filters apply to run events only, not to {self.event.type}; "
+                "remove 'filters' or narrow the scope instead"
+            )
+        return self
+
+    @property
+    def is_run_automation(self) -> bool:
+        return isinstance(self.event, RunTrigger)
+
+    @property
+    def run_filters(self) -> RunFilters:
+        return self.filters or RunFilters()
+
+
+def _scope_kind(scope: RegistryScope | ProjectScope) -> str:
+    if isinstance(scope, RegistryScope):
+        return "registry"
+    return "plain_project" if scope.is_plain_project else "project"
+
+
+def _project_of(automation: Automation) -> str:
+    return (
+        automation.scope.project if isinstance(automation.scope, ProjectScope) else "team/project"
+    )

@@ -1,0 +1,422 @@
+"""Events an automation reacts to: one pydantic model per kind, discriminated by `type`.
+
+Each model carries its own behaviour — which scopes it may use, how it describes itself, whether
+an artifact event or a run state matches it, and for metric triggers how its condition is measured
+over the windows the evaluator provides — so neither the evaluator nor the command line ever
+switches on a type string.
+
+>>> RunMetric(type="RUN_METRIC", metric="accuracy", operator="above", threshold=0.6).describe()
+'average(accuracy, 5) > 0.6'
+"""
+
+from __future__ import annotations
+
+import operator as _op
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
+
+from pydantic import BeforeValidator, Field, PositiveInt, field_validator
+
+from prefect_ml_automations.automations._types import Number, Regex, StrictModel, compiled
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
+    BoolArray = npt.NDArray[np.bool_]
+
+Aggregation = Literal["average", "min", "max"]
+
+_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    ">": _op.gt,
+    ">=": _op.ge,
+    "<": _op.lt,
+    "<=": _op.le,
+    "==": _op.eq,
+    "!=": _op.ne,
+}
+_OPERATOR_SPELLINGS = {
+    **{symbol: symbol for symbol in _OPERATORS},
+    "above": ">",
+    "above_or_equal": ">=",
+    "below": "<",
+    "below_or_equal": "<=",
+    "equal": "==",
+    "not_equal": "!=",
+    "$gt": ">",
+    "$gte": ">=",
+    "$lt": "<",
+    "$lte": "<=",
+    "$eq": "==",
+    "$ne": "!=",
+}
+
+
+def _operator(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in _OPERATOR_SPELLINGS:
+        return _OPERATOR_SPELLINGS[value.strip().lower()]
+    raise ValueError(
+        f"{value!r} is not an operator; use one of > >= < <= == != "
+        "(or above, above_or_equal, below, below_or_equal, equal, not_equal, $gt … $ne)"
+    )
+
+
+Operator = Annotated[Literal[">", ">=", "<", "<=", "==", "!="], BeforeValidator(_operator)]
+"""A comparison; the words (`above`, …) and W&B's `$gt` … `$ne` are normalised to symbols."""
+
+
+class ArtifactChange(Protocol):
+    """What artifact triggers read of an artifact event."""
+
+    @property
+    def alias(self) -> str | None: ...
+    @property
+    def tag(self) -> str | None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Bases
+
+
+class Trigger(StrictModel, ABC):
+    """Common to every event kind."""
+
+    type: str
+    #: Scope kinds the event may be used with: "registry", "project" (with or without
+    #: collections) or "plain_project" (a project with no collection selector: run events).
+    allowed_scopes: ClassVar[tuple[str, ...]] = ("registry", "project")
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The condition in words, as shown in the dry run and in `metric_filter`."""
+
+
+class ArtifactTrigger(Trigger):
+    """Events on artifact versions: links, new versions, aliases and tags."""
+
+    def matches(self, change: ArtifactChange) -> str | None:
+        """None when an artifact event of this type matches the trigger, else why it does not."""
+        return None
+
+    def describe(self) -> str:
+        return self.type
+
+
+class RunTrigger(Trigger):
+    """Events on runs: they take run filters and a cooldown, and need a plain project scope."""
+
+    allowed_scopes: ClassVar[tuple[str, ...]] = ("plain_project",)
+
+
+# --------------------------------------------------------------------------------------------
+# Artifact events
+
+
+class LinkArtifact(ArtifactTrigger):
+    """A version is linked into a collection (in W&B: `LINK_MODEL`)."""
+
+    type: Literal["LINK_ARTIFACT"]
+
+
+class UnlinkArtifact(ArtifactTrigger):
+    """A version is unlinked from a collection."""
+
+    type: Literal["UNLINK_ARTIFACT"]
+
+
+class CreateArtifact(ArtifactTrigger):
+    """A new version of an artifact is created (in a project)."""
+
+    type: Literal["CREATE_ARTIFACT"]
+    allowed_scopes: ClassVar[tuple[str, ...]] = ("project",)
+
+
+class AddArtifactAlias(ArtifactTrigger):
+    """An alias (such as `production`) is added to a version; `alias` is a regex, default any."""
+
+    type: Literal["ADD_ARTIFACT_ALIAS"]
+    alias: Regex | None = None
+
+    def matches(self, change: ArtifactChange) -> str | None:
+        if self.alias is None or compiled(self.alias).search(change.alias or ""):
+            return None
+        return f"alias {change.alias!r} does not match {self.alias!r}"
+
+    def describe(self) -> str:
+        return f"alias matching {self.alias!r} added" if self.alias else "any alias added"
+
+
+class _TagTrigger(ArtifactTrigger):
+    tag: Regex | None = None
+
+    def matches(self, change: ArtifactChange) -> str | None:
+        if self.tag is None or compiled(self.tag).search(change.tag or ""):
+            return None
+        return f"tag {change.tag!r} does not match {self.tag!r}"
+
+
+class AddArtifactTag(_TagTrigger):
+    """A tag is added to a version; `tag` is a regex, default any."""
+
+    type: Literal["ADD_ARTIFACT_TAG"]
+
+    def describe(self) -> str:
+        return f"tag matching {self.tag!r} added" if self.tag else "any tag added"
+
+
+class RemoveArtifactTag(_TagTrigger):
+    """A tag is removed from a version; `tag` is a regex, default any."""
+
+    type: Literal["REMOVE_ARTIFACT_TAG"]
+
+    def describe(self) -> str:
+        return f"tag matching {self.tag!r} removed" if self.tag else "any tag removed"
+
+
+# --------------------------------------------------------------------------------------------
+# Run events
+
+RUN_STATES = ("running", "finished", "failed")
+#: How tracker states map onto the states an automation can choose; others never fire.
+STATE_ALIASES = {"crashed": "failed"}
+
+
+class RunState(RunTrigger):
+    """A run enters one of `states` (`crashed` counts as `failed`; `killed` never fires)."""
+
+    type: Literal["RUN_STATE"]
+    states: list[Literal["running", "finished", "failed"]] = Field(min_length=1)
+
+    @field_validator("states", mode="before")
+    @classmethod
+    def _normalise(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            return value
+        out = []
+        for state in value:
+            if isinstance(state, str):
+                state = STATE_ALIASES.get(state.lower(), state.lower())
+                if state == "killed":
+                    raise ValueError(
+                        "'killed' can not be chosen: a killed run never triggers (as in W&B); "
+                        "choose from running, finished, failed"
+                    )
+                if state not in RUN_STATES:
+                    raise ValueError(
+                        f"{state!r} is not a run state; choose from running, finished, failed "
+                        "(crashed counts as failed)"
+                    )
+            out.append(state)
+        return out
+
+    def enters(self, state: str) -> bool:
+        """Whether entering the normalized `state` fires this trigger."""
+        return state in self.states
+
+    def describe(self) -> str:
+        return "run enters " + " or ".join(self.states)
+
+
+# --------------------------------------------------------------------------------------------
+# Metric events
+
+
+class MetricWindows(Protocol):
+    """What the evaluator offers metric triggers: for each trigger point of a batch, windows
+    ending at that point (NaN where there are not enough values yet)."""
+
+    def aggregate(self, aggregation: str, size: int, lag: int = 0) -> FloatArray:
+        """`aggregation` over the `size` values that end `lag` values before the point."""
+
+    def zscores(self, window: int) -> FloatArray:
+        """The point's value as a z-score against the latest values of `window` other runs."""
+
+    def values_at(self, point: int, size: int) -> list[float]:
+        """The `size` values of the series ending at trigger point `point`, oldest first."""
+
+    def baseline_at(self, point: int, window: int) -> list[float]:
+        """The z-score baseline of trigger point `point`: the other runs' latest values."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a metric trigger measured at each trigger point, and where its condition holds."""
+
+    value: FloatArray
+    holds: BoolArray
+
+
+class MetricTrigger(RunTrigger):
+    """Conditions on a run's metric values, checked at every new point of the run."""
+
+    metric: str = Field(min_length=1)
+
+    @property
+    @abstractmethod
+    def values_needed(self) -> int:
+        """How many of a run's latest values the trigger reads (what the state must keep)."""
+
+    @property
+    def points_needed(self) -> int:
+        """How many values a run must have logged before the condition can be judged."""
+        return self.values_needed
+
+    @abstractmethod
+    def measure(self, windows: MetricWindows) -> Measurement:
+        """The measured value at every trigger point, and where the condition holds."""
+
+    @abstractmethod
+    def undefined_reason(self) -> str:
+        """Why the value can be undefined although enough values were logged."""
+
+    def metric_values(self, windows: MetricWindows, point: int) -> list[float]:
+        """What a firing at trigger point `point` reports as `metric_values`: the window."""
+        return windows.values_at(point, self.values_needed)
+
+
+class RunMetric(MetricTrigger):
+    """`aggregation` of the last `window` values compared with `threshold`."""
+
+    type: Literal["RUN_METRIC"]
+    window: PositiveInt = 5
+    aggregation: Aggregation = "average"
+    operator: Operator
+    threshold: Number
+
+    @property
+    def values_needed(self) -> int:
+        return self.window
+
+    def measure(self, windows: MetricWindows) -> Measurement:
+        value = windows.aggregate(self.aggregation, self.window)
+        holds = _OPERATORS[self.operator](value, self.threshold) & (value == value)
+        return Measurement(value, holds)
+
+    def undefined_reason(self) -> str:
+        return "the window holds a value that can not be aggregated"
+
+    def describe(self) -> str:
+        return (
+            f"{self.aggregation}({self.metric}, {self.window}) {self.operator} {self.threshold:g}"
+        )
+
+
+class RunMetricChange(MetricTrigger):
+    """The change between the `prior_window` values and the `current_window` values after them."""
+
+    type: Literal["RUN_METRIC_CHANGE"]
+    current_window: PositiveInt = 10
+    prior_window: PositiveInt = 50
+    aggregation: Aggregation = "average"
+    change_type: Literal["relative", "absolute"] = "relative"
+    direction: Literal["increase", "decrease", "any"]
+    amount: Number
+
+    @field_validator("amount")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(
+                f"must be greater than 0, not {value:g}; for a relative change it is a fraction "
+                "(0.25 = 25 %)"
+            )
+        return value
+
+    @property
+    def values_needed(self) -> int:
+        return self.current_window + self.prior_window
+
+    def measure(self, windows: MetricWindows) -> Measurement:
+        import numpy as np
+
+        current = windows.aggregate(self.aggregation, self.current_window)
+        prior = windows.aggregate(self.aggregation, self.prior_window, lag=self.current_window)
+        change = current - prior
+        if self.change_type == "relative":
+            # With a prior of exactly 0 the relative change is undefined: NaN never fires.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                change = np.where(prior == 0, np.nan, change / np.abs(prior))
+        if self.direction == "increase":
+            holds = change >= self.amount
+        elif self.direction == "decrease":
+            holds = change <= -self.amount
+        else:
+            holds = abs(change) >= self.amount
+        return Measurement(change, holds)
+
+    def undefined_reason(self) -> str:
+        return f"the prior window's {self.aggregation} is 0, so a relative change is undefined"
+
+    def describe(self) -> str:
+        unit = f"{self.amount:.0%}" if self.change_type == "relative" else f"{self.amount:g}"
+        word = {"increase": "increases", "decrease": "decreases", "any": "changes"}[self.direction]
+        return (
+            f"{self.aggregation}({self.metric}, last {self.current_window}) {word} by ≥ {unit} "
+            f"against the {self.prior_window} before"
+        )
+
+
+class RunMetricZScore(MetricTrigger):
+    """The run's latest value as a z-score against the latest values of the last `window` runs."""
+
+    type: Literal["RUN_METRIC_ZSCORE"]
+    window: PositiveInt = 30
+    threshold: Number
+    direction: Literal["above", "below", "either"] = "either"
+
+    @field_validator("threshold")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(
+                f"must be greater than 0 (a number of standard deviations), not {value:g}"
+            )
+        return value
+
+    @property
+    def values_needed(self) -> int:
+        return 1
+
+    def measure(self, windows: MetricWindows) -> Measurement:
+        z = windows.zscores(self.window)
+        if self.direction == "above":
+            holds = z >= self.threshold
+        elif self.direction == "below":
+            holds = z <= -self.threshold
+        else:
+            holds = abs(z) >= self.threshold
+        return Measurement(z, holds)
+
+    def undefined_reason(self) -> str:
+        return (
+            "the baseline has fewer than 2 other runs with this metric, or they all have the "
+            "same value (standard deviation 0)"
+        )
+
+    def metric_values(self, windows: MetricWindows, point: int) -> list[float]:
+        return windows.baseline_at(point, self.window)
+
+    def describe(self) -> str:
+        side = {"above": "z", "below": "-z", "either": "|z|"}[self.direction]
+        return f"{side}({self.metric}, last {self.window} runs) ≥ {self.threshold:g}"
+
+
+EventTrigger = Annotated[
+    LinkArtifact
+    | UnlinkArtifact
+    | CreateArtifact
+    | AddArtifactAlias
+    | AddArtifactTag
+    | RemoveArtifactTag
+    | RunState
+    | RunMetric
+    | RunMetricChange
+    | RunMetricZScore,
+    Field(discriminator="type"),
+]
+"""Any event an automation can react to, chosen by its `type`."""

@@ -1,0 +1,80 @@
+"""The dry run: judge a file of events against a config and report, starting nothing.
+
+>>> # ml-automations evaluate automations.yaml events.jsonl --since 2026-01-01 --explain
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from prefect_ml_automations.config import AutomationsConfig
+from prefect_ml_automations.decisions import Firing, Skip
+from prefect_ml_automations.evaluator import Evaluation, Evaluator
+from prefect_ml_automations.evaluator.batch import BatchBuilder
+from prefect_ml_automations.events import scan_events
+
+
+def dry_run(
+    config: AutomationsConfig,
+    events: str | Path,
+    *,
+    since: datetime | None = None,
+    explain: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Evaluation:
+    """Evaluate the events of a JSON-lines file (in file order) against every enabled automation.
+
+    Raises `EventError` (naming file, line and field) before evaluating anything if a line is
+    malformed. `progress` is called with the number of events read so far, now and then.
+    """
+    builder = BatchBuilder()
+    scan_events(events, builder.add, progress=progress)
+    return Evaluator(config.automations).evaluate(builder.build(), since=since, explain=explain)
+
+
+def explain_lines(config: AutomationsConfig, evaluation: Evaluation) -> list[str]:
+    """Per automation and subject, why it fired or did not — as lines for a person."""
+    fired: dict[str, dict[str, list[Firing]]] = defaultdict(lambda: defaultdict(list))
+    for firing in evaluation.firings:
+        fired[firing.automation][_subject(firing)].append(firing)
+    skipped: dict[str, dict[str, list[Skip]]] = defaultdict(lambda: defaultdict(list))
+    for skip in evaluation.skips:
+        skipped[skip.automation][skip.subject].append(skip)
+    lines = []
+    for automation in config.automations:
+        where = automation.scope.describe()
+        state = "" if automation.enabled else " — disabled, not evaluated"
+        lines.append(f"{automation.name}: {automation.event.describe()} in {where}{state}")
+        subjects = list(dict.fromkeys([*fired[automation.name], *skipped[automation.name]]))
+        if not subjects and automation.enabled:
+            lines.append("  no event reached it")
+        for subject in subjects:
+            parts = []
+            if firings := fired[automation.name].get(subject):
+                at = ", ".join(_trigger(f) for f in firings[:5]) + (
+                    " …" if len(firings) > 5 else ""
+                )
+                parts.append(f"fired {len(firings)}× ({at})")
+            for skip in skipped[automation.name].get(subject, []):
+                times = f" ({skip.count}×)" if skip.count > 1 else ""
+                parts.append(f"not fired: {skip.reason}{times}")
+            lines.append(f"  {subject}: " + "; ".join(parts))
+    return lines
+
+
+def _subject(firing: Firing) -> str:
+    if firing.run_id is not None:
+        name = firing.run_name
+        return f"run {firing.run_id!r}" + (f" ({name})" if name and name != firing.run_id else "")
+    change = firing.alias or firing.tag
+    place = firing.registry if firing.registry is not None else firing.project
+    return f"{place}/{firing.collection}:v{firing.version}" + (f" ({change})" if change else "")
+
+
+def _trigger(firing: Firing) -> str:
+    if firing.step is not None:
+        return f"step {firing.step}"
+    return firing.timestamp.isoformat()

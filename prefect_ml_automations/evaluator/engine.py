@@ -1,0 +1,580 @@
+"""The evaluator: a batch of events and the remembered state in, firings and reasons out.
+
+A pure function of its inputs (no clock, no I/O): `Evaluator(automations, state).evaluate(batch)`
+judges every event as SPEC §3 says and advances the state, so that evaluating the same events in
+one batch or in many gives the same firings with the same ids.
+
+Metric triggers are judged for all trigger points of a (project, metric) at once, over the flat
+segment layout of `series`; run states and artifact events, which are few, one by one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from prefect_ml_automations.automations import (
+    ArtifactTrigger,
+    Automation,
+    MetricTrigger,
+    RunState,
+)
+from prefect_ml_automations.automations.triggers import STATE_ALIASES
+from prefect_ml_automations.decisions import Firing, Skip, firing_id
+from prefect_ml_automations.evaluator.batch import NO_TIME, EventBatch, from_ns, to_ns
+from prefect_ml_automations.evaluator.cooldown import apply_cooldown
+from prefect_ml_automations.evaluator.series import SeriesTable
+from prefect_ml_automations.evaluator.state import EvaluatorState, artifact_identity
+from prefect_ml_automations.evaluator.zscore import ZScoreBatch
+from prefect_ml_automations.events import Event, is_system_metric
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+Bool = npt.NDArray[np.bool_]
+
+
+@dataclass
+class Evaluation:
+    """What one batch gave: firings in arrival order, and (when asked) the reasons for no."""
+
+    firings: list[Firing] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+
+
+class Evaluator:
+    """Judges batches of events for a set of automations, remembering what it needs in `state`.
+
+    >>> from prefect_ml_automations.automations import Automation
+    >>> evaluator = Evaluator([Automation.model_validate({
+    ...     "name": "failed", "scope": {"project": "p"},
+    ...     "event": {"type": "RUN_STATE", "states": ["failed"]}, "action": {"type": "no_op"}})])
+    >>> from prefect_ml_automations.events import event_from_dict
+    >>> event = event_from_dict({"type": "RUN_STATE", "project": "p", "run_id": "r1",
+    ...                          "state": "crashed", "timestamp": "2026-01-01T00:00:00Z"})
+    >>> [f.state for f in evaluator.evaluate([event]).firings]
+    ['failed']
+    """
+
+    def __init__(
+        self, automations: Sequence[Automation], state: EvaluatorState | None = None
+    ) -> None:
+        self.automations = [a for a in automations if a.enabled]
+        self.state = state or EvaluatorState()
+        self._rank = {a.name: i for i, a in enumerate(self.automations)}
+        self._metric: dict[tuple[str, str], list[Automation]] = defaultdict(list)
+        self._run_state: list[Automation] = []
+        self._artifact: list[Automation] = []
+        for automation in self.automations:
+            trigger = automation.event
+            if isinstance(trigger, MetricTrigger):
+                self._metric[(automation.scope.project, trigger.metric)].append(automation)  # type: ignore[union-attr]
+            elif isinstance(trigger, RunState):
+                self._run_state.append(automation)
+            elif isinstance(trigger, ArtifactTrigger):
+                self._artifact.append(automation)
+
+    def evaluate(
+        self,
+        events: EventBatch | Sequence[Event],
+        *,
+        since: datetime | None = None,
+        explain: bool = False,
+    ) -> Evaluation:
+        """Judge a batch (arrival order). Triggering events before `since` fire nothing but
+        still fill windows and baselines."""
+        batch = events if isinstance(events, EventBatch) else EventBatch.from_events(events)
+        run = _Batch(self.state, batch)
+        since_ns = NO_TIME if since is None else to_ns(since)
+        out = Evaluation()
+        for (project, metric), automations in self._metric.items():
+            _MetricPass(self.state, run, project, metric, automations, since_ns, explain).evaluate(
+                out
+            )
+        self._run_states(run, since_ns, explain, out)
+        self._artifact_events(batch, since_ns, explain, out)
+        run.remember()
+        out.firings.sort(key=lambda f: (f.arrival, self._rank[f.automation]))
+        return out
+
+    # -- run states -----------------------------------------------------------------------------
+
+    def _run_states(self, run: _Batch, since_ns: int, explain: bool, out: Evaluation) -> None:
+        runs = self.state.runs
+        rows = np.flatnonzero(run.columns.metric < 0)
+        for (arrival, event), row in zip(run.batch.states, rows.tolist(), strict=True):
+            code = int(run.row_run[row])
+            state = STATE_ALIASES.get(event.state, event.state)
+            entered = state != runs.state[code]
+            runs.state[code] = state
+            ts = int(run.columns.ts[row])
+            name, user = run.name_at(row), run.user_at(row)
+            subject = _run_subject(event.run_id, name)
+            for automation in self._run_state:
+                trigger: RunState = automation.event  # type: ignore[assignment]
+                reason: str | None
+                if (reason := automation.scope.mismatch_run(event.project)) is not None:
+                    pass
+                elif not entered:
+                    reason = f"the run was already {state!r}"
+                elif not trigger.enters(state):
+                    reason = f"state {event.state!r} is not one of {trigger.states}"
+                elif ts < since_ns:
+                    reason = "before --since"
+                elif (
+                    reason := automation.run_filters.admits(user=user, run_name=name)
+                ) is not None:
+                    pass
+                else:
+                    last = self.state.last_fired_for(automation.name)
+                    cooldown = _ns(automation)
+                    if last[code] != NO_TIME and ts < last[code] + cooldown:
+                        reason = f"held back by the cooldown ({_cooldown_text(automation)})"
+                    else:
+                        last[code] = ts
+                        out.firings.append(
+                            Firing(
+                                firing_id=firing_id(
+                                    automation.name,
+                                    "RUN_STATE",
+                                    event.project,
+                                    event.run_id,
+                                    state,
+                                    event.timestamp.isoformat(),
+                                ),
+                                automation=automation.name,
+                                event_type="RUN_STATE",
+                                timestamp=event.timestamp,
+                                project=event.project,
+                                run_id=event.run_id,
+                                run_name=name,
+                                state=state,
+                                user=user,
+                                metric_filter=trigger.describe(),
+                                arrival=arrival,
+                            )
+                        )
+                        continue
+                if explain:
+                    out.skips.append(Skip(automation.name, subject, reason))
+
+    # -- artifact events ------------------------------------------------------------------------
+
+    def _artifact_events(
+        self, batch: EventBatch, since_ns: int, explain: bool, out: Evaluation
+    ) -> None:
+        seen = self.state.seen_artifact_events
+        for arrival, event in batch.artifacts:
+            identity = artifact_identity(event.identity)
+            repeated = identity in seen
+            seen.add(identity)
+            change = event.alias or event.tag
+            subject = event.version_string + (f" ({change})" if change else "")
+            for automation in self._artifact:
+                trigger: ArtifactTrigger = automation.event  # type: ignore[assignment]
+                if trigger.type != event.type:
+                    continue
+                reason = automation.scope.mismatch(event) or trigger.matches(event)
+                if reason is None and repeated:
+                    reason = "the very same event was seen before (a re-delivery)"
+                if reason is None and to_ns(event.timestamp) < since_ns:
+                    reason = "before --since"
+                if reason is None:
+                    out.firings.append(
+                        Firing(
+                            firing_id=firing_id(
+                                automation.name,
+                                event.type,
+                                event.registry,
+                                event.project,
+                                event.collection,
+                                event.version,
+                                event.alias,
+                                event.tag,
+                                event.timestamp.isoformat(),
+                            ),
+                            automation=automation.name,
+                            event_type=event.type,
+                            timestamp=event.timestamp,
+                            project=event.project,
+                            registry=event.registry,
+                            collection=event.collection,
+                            version=event.version,
+                            alias=event.alias,
+                            tag=event.tag,
+                            user=event.user,
+                            metadata=event.metadata,
+                            metric_filter=trigger.describe(),
+                            arrival=arrival,
+                        )
+                    )
+                elif explain:
+                    out.skips.append(Skip(automation.name, subject, reason))
+
+
+class _Batch:
+    """A batch seen through the state: global run codes and each event's run name and user."""
+
+    def __init__(self, state: EvaluatorState, batch: EventBatch) -> None:
+        self.state = state
+        self.batch = batch
+        self.columns = columns = batch.columns
+        self.codes = state.runs.register(batch)
+        self.row_run: I64 = self.codes[columns.run]
+        self.projects = [project for project, _ in batch.runs]
+        self.names = list(batch.names)
+        self.users = list(batch.users)
+        self.name = self._as_of(columns.name, self.names, state.runs.name)
+        self.user = self._as_of(columns.user, self.users, state.runs.user)
+
+    def _as_of(
+        self, codes: npt.NDArray[np.int32], strings: list[str], known: list[str | None]
+    ) -> I64:
+        """Each event's value, else the run's last one before it (in the batch or the state)."""
+        if len(codes) and (codes >= 0).all():
+            return codes.astype(np.int64)
+        run = self.columns.run
+        order = np.argsort(run, kind="stable")
+        valid = codes[order] >= 0
+        position = np.where(valid, np.arange(len(order)), -1)
+        reach = np.maximum.accumulate(position) if len(order) else position
+        group_start = np.zeros(len(order), np.int64)
+        if len(order):
+            boundary = np.ones(len(order), bool)
+            boundary[1:] = run[order][1:] != run[order][:-1]
+            group_start = np.maximum.accumulate(np.where(boundary, np.arange(len(order)), 0))
+        filled = np.where(reach >= group_start, codes[order][np.maximum(reach, 0)], -1)
+        fallback = np.full(len(self.codes), -1, np.int64)
+        interned = {s: i for i, s in enumerate(strings)}
+        for local, code in enumerate(self.codes.tolist()):
+            value = known[code]
+            if value is not None:
+                if value not in interned:
+                    interned[value] = len(strings)
+                    strings.append(value)
+                fallback[local] = interned[value]
+        filled = np.where(filled >= 0, filled, fallback[run[order]])
+        result = np.empty(len(codes), np.int64)
+        result[order] = filled
+        return result
+
+    def name_at(self, row: int) -> str | None:
+        code = int(self.name[row])
+        return self.names[code] if code >= 0 else None
+
+    def user_at(self, row: int) -> str | None:
+        code = int(self.user[row])
+        return self.users[code] if code >= 0 else None
+
+    def admitted(self, automation: Automation, rows: I64) -> Bool:
+        """Whether the run filters admit each row's run, as the run was known at that row."""
+        filters = automation.run_filters
+        if filters.user is None and filters.run_name is None:
+            return np.ones(len(rows), bool)
+        user_ok = np.array(
+            [filters.admits_user(u) for u in self.users] + [filters.admits_user(None)]
+        )
+        name_ok = np.array(
+            [filters.admits_name(n) for n in self.names] + [filters.admits_name(None)]
+        )
+        admitted: Bool = user_ok[self.user[rows]] & name_ok[self.name[rows]]  # -1: the None entry
+        return admitted
+
+    def remember(self) -> None:
+        """Keep each run's last name and user for later batches."""
+        if not len(self.columns):
+            return
+        last = np.full(len(self.codes), -1, np.int64)
+        last[self.columns.run] = np.arange(len(self.columns))  # the last write wins
+        for local, row in enumerate(last.tolist()):
+            if row >= 0:
+                code = int(self.codes[local])
+                self.state.runs.name[code] = self.name_at(row)
+                self.state.runs.user[code] = self.user_at(row)
+
+
+class _MetricPass:
+    """All metric automations of one (project, metric) over one batch."""
+
+    def __init__(
+        self,
+        state: EvaluatorState,
+        run: _Batch,
+        project: str,
+        metric: str,
+        automations: list[Automation],
+        since_ns: int,
+        explain: bool,
+    ) -> None:
+        self.state, self.events, self.project, self.metric = state, run, project, metric
+        self.automations, self.since_ns, self.explain = automations, since_ns, explain
+        self.triggers: list[MetricTrigger] = [a.event for a in automations]  # type: ignore[misc]
+
+    def evaluate(self, out: Evaluation) -> None:
+        batch, columns = self.events.batch, self.events.columns
+        if self.metric not in batch.metrics:
+            if self.explain:
+                for automation in self.automations:
+                    out.skips.append(
+                        Skip(
+                            automation.name,
+                            f"project {self.project!r}",
+                            f"no run logged {self.metric!r}",
+                        )
+                    )
+            return
+        metric_code = batch.metrics.index(self.metric)
+        in_project = np.array([p == self.project for p in self.events.projects], bool)
+        of_metric = columns.metric == metric_code
+        if self.explain:
+            self._explain_other_projects(out, of_metric & ~in_project[columns.run])
+        selected = np.flatnonzero(of_metric & in_project[columns.run] & ~np.isnan(columns.value))
+        if not len(selected):
+            return
+        capacity = max(t.values_needed for t in self.triggers)
+        table = self.state.series_table(self.project, self.metric, capacity)
+        runs = self.events.row_run[selected]
+        self.latest_before = dict(
+            zip(runs.tolist(), table.latest(table.rows_for(runs))[0].tolist(), strict=True)
+        )
+        self._prepare_members(table)
+        self.segments = table.ingest(runs, columns.order[selected], columns.value[selected])
+        self.rows = selected[self.segments.points]  # the trigger points' rows in the batch
+        self.trigger_runs = self.events.row_run[self.rows]
+        self._z: dict[int, F64] = {}
+        self._zbatch: ZScoreBatch | None = None
+        for automation, trigger in zip(self.automations, self.triggers, strict=True):
+            self._judge(automation, trigger, out)
+
+    # MetricWindows ------------------------------------------------------------------------------
+
+    def aggregate(self, aggregation: str, size: int, lag: int = 0) -> F64:
+        return self.segments.window(aggregation, size, lag)
+
+    def zscores(self, window: int) -> F64:
+        if window not in self._z:
+            zbatch = self._z_batch()
+            z, after = zbatch.zscores(window, self._members(window), self.state.runs.rank)
+            for k, members in after.items():
+                self.state.members[(self.project, self.metric, k)] = members
+            result = np.empty(len(z))
+            result[self._arrival_order] = z
+            self._z[window] = result
+        return self._z[window]
+
+    def values_at(self, point: int, size: int) -> list[float]:
+        return self.segments.window_values(point, size)
+
+    def baseline_at(self, point: int, window: int) -> list[float]:
+        zbatch = self._z_batch()
+        position = int(np.flatnonzero(self._arrival_order == point)[0])
+        return zbatch.baseline(position, window, self._members(window), self.state.runs.rank)
+
+    # -------------------------------------------------------------------------------------------
+
+    def _prepare_members(self, table: SeriesTable) -> None:
+        """Member lists for new z-score windows start from the runs already in the table."""
+        from prefect_ml_automations.automations import RunMetricZScore
+
+        self._members_before: dict[int, list[int]] = {}
+        for trigger in self.triggers:
+            if not isinstance(trigger, RunMetricZScore):
+                continue
+            for k in (trigger.window, trigger.window + 1):
+                key = (self.project, self.metric, k)
+                if key not in self.state.members:
+                    logged = table.run[: table.rows][table.length[: table.rows] > 0].tolist()
+                    ranked = sorted(logged, key=self.state.runs.rank, reverse=True)
+                    self.state.members[key] = ranked[:k]
+                self._members_before[k] = list(self.state.members[key])
+        members = {m for ms in self._members_before.values() for m in ms}
+        missing = [m for m in members if m not in self.latest_before]
+        if missing:
+            values, _ = table.latest(table.rows_for(np.array(missing, np.int64)))
+            self.latest_before.update(zip(missing, values.tolist(), strict=True))
+
+    def _members(self, window: int) -> dict[int, list[int]]:
+        return {k: self._members_before[k] for k in (window, window + 1)}
+
+    def _z_batch(self) -> ZScoreBatch:
+        if self._zbatch is None:
+            columns = self.events.columns
+            self._arrival_order = np.argsort(self.rows, kind="stable")
+            rows = self.rows[self._arrival_order]
+            run = self.events.row_run[rows]
+            value = columns.value[rows]
+            by_run = np.argsort(run, kind="stable")
+            prev_sorted = np.empty(len(rows))
+            if len(rows):
+                prev_sorted[1:] = value[by_run][:-1]
+                first = np.ones(len(rows), bool)
+                first[1:] = run[by_run][1:] != run[by_run][:-1]
+                prev_sorted[first] = [self.latest_before[r] for r in run[by_run][first].tolist()]
+            prev = np.empty(len(rows))
+            prev[by_run] = prev_sorted
+            key = (self.project, self.metric)
+            if key not in self.state.shifts:
+                self.state.shifts[key] = float(value[0]) if len(value) else 0.0
+            self._zbatch = ZScoreBatch(
+                run=run,
+                value=value,
+                arrival=columns.arrival[rows],
+                prev=prev,
+                latest_before=self.latest_before,
+                shift=self.state.shifts[key],
+            )
+        return self._zbatch
+
+    def _judge(self, automation: Automation, trigger: MetricTrigger, out: Evaluation) -> None:
+        columns = self.events.columns
+        measured = trigger.measure(self)
+        ts = columns.ts[self.rows]
+        timely = ts >= self.since_ns
+        admitted = self.events.admitted(automation, self.rows)
+        candidate = np.flatnonzero(measured.holds & timely & admitted)
+        last = self.state.last_fired_for(automation.name)
+        fired = apply_cooldown(self.trigger_runs[candidate], ts[candidate], last, _ns(automation))
+        fired_idx = candidate[fired]
+        for i in fired_idx.tolist():
+            out.firings.append(self._firing(automation, trigger, i, float(measured.value[i])))
+        if self.explain:
+            self._explain(
+                automation,
+                trigger,
+                measured.value,
+                measured.holds,
+                timely,
+                admitted,
+                candidate,
+                fired,
+                out,
+            )
+
+    def _firing(
+        self, automation: Automation, trigger: MetricTrigger, i: int, value: float
+    ) -> Firing:
+        row = int(self.rows[i])
+        columns = self.events.columns
+        project, run_id = self.state.runs.keys[int(self.trigger_runs[i])]
+        step = None if is_system_metric(self.metric) else int(columns.order[row])
+        ts = int(columns.ts[row])
+        values = trigger.metric_values(self, i)
+        return Firing(
+            firing_id=firing_id(
+                automation.name,
+                trigger.type,
+                project,
+                run_id,
+                self.metric,
+                step if step is not None else f"t{ts}",
+            ),
+            automation=automation.name,
+            event_type=trigger.type,
+            timestamp=from_ns(ts),
+            project=project,
+            run_id=run_id,
+            run_name=self.events.name_at(row),
+            metric=self.metric,
+            step=step,
+            value=value,
+            metric_values=values,
+            user=self.events.user_at(row),
+            metric_filter=trigger.describe(),
+            arrival=int(columns.arrival[row]),
+        )
+
+    # explain ----------------------------------------------------------------------------------
+
+    def _explain_other_projects(self, out: Evaluation, elsewhere: Bool) -> None:
+        if not elsewhere.any():
+            return
+        counts: dict[str, set[int]] = defaultdict(set)
+        for local in np.unique(self.events.columns.run[elsewhere]).tolist():
+            counts[self.events.projects[local]].add(local)
+        for project, runs in sorted(counts.items()):
+            for automation in self.automations:
+                out.skips.append(
+                    Skip(
+                        automation.name,
+                        f"project {project!r}",
+                        f"{len(runs)} run(s) there logged {self.metric!r}, but the automation "
+                        f"watches project {self.project!r}",
+                    )
+                )
+
+    def _explain(
+        self,
+        automation: Automation,
+        trigger: MetricTrigger,
+        value: F64,
+        holds: Bool,
+        timely: Bool,
+        admitted: Bool,
+        candidate: I64,
+        fired: Bool,
+        out: Evaluation,
+    ) -> None:
+        full = self.segments.avail >= trigger.points_needed
+        held_back = np.zeros(len(value), bool)
+        held_back[candidate[~fired]] = True
+        reasons = [
+            (~timely, lambda run, n: "before --since"),
+            (
+                ~full,
+                lambda run, n: (
+                    f"the window is not full yet (it needs {trigger.points_needed} values)"
+                ),
+            ),
+            (np.isnan(value), lambda run, n: trigger.undefined_reason()),
+            (~holds, lambda run, n: f"{trigger.describe()} did not hold"),
+            (~admitted, self._filter_reason(automation)),
+            (held_back, lambda run, n: f"held back by the cooldown ({_cooldown_text(automation)})"),
+        ]
+        decided = np.zeros(len(value), bool)
+        for mask, reason in reasons:
+            mask = mask & ~decided
+            decided |= mask
+            if not mask.any():
+                continue
+            runs, counts = np.unique(self.trigger_runs[mask], return_counts=True)
+            for run, count in zip(runs.tolist(), counts.tolist(), strict=True):
+                _, run_id = self.state.runs.keys[run]
+                subject = _run_subject(run_id, self.state.runs.name[run] or self._latest_name(run))
+                out.skips.append(Skip(automation.name, subject, reason(run, count), count))
+
+    def _latest_name(self, run: int) -> str | None:
+        rows = self.rows[self.trigger_runs == run]
+        return self.events.name_at(int(rows[-1])) if len(rows) else None
+
+    def _filter_reason(self, automation: Automation):  # type: ignore[no-untyped-def]
+        def reason(run: int, count: int) -> str:
+            rows = self.rows[self.trigger_runs == run]
+            row = int(rows[-1])
+            return (
+                automation.run_filters.admits(
+                    user=self.events.user_at(row), run_name=self.events.name_at(row)
+                )
+                or "filtered out"
+            )
+
+        return reason
+
+
+def _run_subject(run_id: str, name: str | None) -> str:
+    return f"run {run_id!r}" + (f" ({name})" if name and name != run_id else "")
+
+
+def _ns(automation: Automation) -> int:
+    return int(automation.cooldown.total_seconds() * 1_000_000) * 1000
+
+
+def _cooldown_text(automation: Automation) -> str:
+    seconds = automation.cooldown.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

@@ -1,0 +1,188 @@
+"""The evaluator's memory between batches: explicit, bounded, serializable.
+
+Per run: its key, creation time, last state, name and user. Per (project, metric) watched: the
+tail of each run's series the windows need (`SeriesTable`) and, for z-scores, which runs are
+the most recently created ones that have logged. Per automation: when each run last fired (the
+cooldown). And the identities of artifact events already seen. Nothing here grows with the
+length of a run's history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from prefect_ml_automations.errors import StateError
+from prefect_ml_automations.evaluator.batch import NO_TIME, EventBatch
+from prefect_ml_automations.evaluator.series import SeriesTable, _grown
+
+I64 = npt.NDArray[np.int64]
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class RunTable:
+    """Every run seen, by dense code."""
+
+    index: dict[tuple[str, str], int] = field(default_factory=dict)
+    keys: list[tuple[str, str]] = field(default_factory=list)
+    created: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
+    name: list[str | None] = field(default_factory=list)
+    user: list[str | None] = field(default_factory=list)
+    state: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def register(self, batch: EventBatch) -> I64:
+        """Global run code per batch run, adding runs not seen before.
+
+        A new run's creation time is the `run_created_at` of its first event, else that event's
+        time; it is fixed then, so that rankings never depend on how events were batched.
+        """
+        columns = batch.columns
+        first_row = np.full(len(batch.runs), -1, np.int64)
+        if len(columns):
+            runs_seen, first = np.unique(columns.run, return_index=True)
+            first_row[runs_seen] = first
+        codes = np.empty(len(batch.runs), np.int64)
+        new: list[int] = []
+        for local, key in enumerate(batch.runs):
+            code = self.index.get(key)
+            if code is None:
+                code = self.index[key] = len(self.keys)
+                self.keys.append(key)
+                self.name.append(None)
+                self.user.append(None)
+                self.state.append(None)
+                new.append(local)
+            codes[local] = code
+        if new:
+            self.created = _grown(self.created, len(self.keys), NO_TIME)  # type: ignore[assignment]
+            new_a = np.array(new, np.int64)
+            created = batch.created[new_a]
+            first_ts = columns.ts[np.maximum(first_row[new_a], 0)] if len(columns) else created
+            self.created[codes[new_a]] = np.where(created != NO_TIME, created, first_ts)
+        return codes
+
+    def rank(self, code: int) -> tuple[int, str]:
+        """Orders runs by creation: a larger key is more recently created (ties by run id)."""
+        return int(self.created[code]), self.keys[code][1]
+
+
+@dataclass
+class EvaluatorState:
+    """Everything the evaluator remembers; `to_bytes`/`from_bytes` persist it."""
+
+    runs: RunTable = field(default_factory=RunTable)
+    series: dict[tuple[str, str], SeriesTable] = field(default_factory=dict)
+    #: Per (project, metric): the value z-score sums are taken around.
+    shifts: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: Per (project, metric, k): the k most recently created runs that have logged, newest first.
+    members: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    #: Per automation: time (ns) of each run's last firing, by run code (NO_TIME: never).
+    last_fired: dict[str, I64] = field(default_factory=dict)
+    #: Identities (digests) of the artifact events seen.
+    seen_artifact_events: set[str] = field(default_factory=set)
+
+    def series_table(self, project: str, metric: str, capacity: int) -> SeriesTable:
+        table = self.series.get((project, metric))
+        if table is None:
+            table = self.series[(project, metric)] = SeriesTable(capacity)
+        elif table.capacity < capacity:
+            table = self.series[(project, metric)] = _widened(table, capacity)
+        return table
+
+    def last_fired_for(self, automation: str) -> I64:
+        fired = self.last_fired.get(automation, np.zeros(0, np.int64))
+        fired = _grown(fired, len(self.runs), NO_TIME)  # type: ignore[assignment]
+        self.last_fired[automation] = fired
+        return fired
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        arrays: dict[str, npt.NDArray[Any]] = {"runs.created": self.runs.created[: len(self.runs)]}
+        series_meta = []
+        for i, ((project, metric), table) in enumerate(self.series.items()):
+            rows = table.rows
+            series_meta.append({"project": project, "metric": metric, "capacity": table.capacity})
+            for name in ("run", "start", "length", "count", "values", "orders"):
+                arrays[f"series{i}.{name}"] = getattr(table, name)[:rows]
+            arrays[f"series{i}.row_of_run"] = table.row_of_run
+        fired_names = list(self.last_fired)
+        for i, name in enumerate(fired_names):
+            arrays[f"fired{i}"] = self.last_fired[name]
+        meta = {
+            "version": FORMAT_VERSION,
+            "runs": [list(k) for k in self.runs.keys],
+            "names": self.runs.name,
+            "users": self.runs.user,
+            "states": self.runs.state,
+            "series": series_meta,
+            "shifts": [[p, m, v] for (p, m), v in self.shifts.items()],
+            "members": [[p, m, k, runs] for (p, m, k), runs in self.members.items()],
+            "fired": fired_names,
+            "seen": sorted(self.seen_artifact_events),
+        }
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        buffer = io.BytesIO()
+        np.savez(buffer, allow_pickle=False, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EvaluatorState:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+            meta = json.loads(arrays.pop("meta").tobytes())
+        except (OSError, ValueError, KeyError) as exc:
+            raise StateError(f"The saved evaluator state can not be read ({exc}).") from exc
+        if meta.get("version") != FORMAT_VERSION:
+            raise StateError(
+                f"The saved evaluator state has format {meta.get('version')!r}, this version "
+                f"reads {FORMAT_VERSION}; upgrade prefect-ml-automations."
+            )
+        runs = RunTable(
+            keys=[(project, run_id) for project, run_id in meta["runs"]],
+            created=arrays["runs.created"],
+            name=meta["names"],
+            user=meta["users"],
+            state=meta["states"],
+        )
+        runs.index = {key: i for i, key in enumerate(runs.keys)}
+        state = cls(runs=runs)
+        for i, info in enumerate(meta["series"]):
+            table = SeriesTable(info["capacity"])
+            for name in ("run", "start", "length", "count", "values", "orders", "row_of_run"):
+                setattr(table, name, arrays[f"series{i}.{name}"].copy())
+            table.rows = len(table.run)
+            state.series[(info["project"], info["metric"])] = table
+        state.shifts = {(p, m): v for p, m, v in meta["shifts"]}
+        state.members = {(p, m, k): runs for p, m, k, runs in meta["members"]}
+        state.last_fired = {
+            name: arrays[f"fired{i}"].copy() for i, name in enumerate(meta["fired"])
+        }
+        state.seen_artifact_events = set(meta["seen"])
+        return state
+
+
+def _widened(table: SeriesTable, capacity: int) -> SeriesTable:
+    """The same series with room for more values (an automation with a longer window)."""
+    wider = SeriesTable(capacity)
+    new_rows = wider.rows_for(table.run[: table.rows])
+    for old, new in enumerate(new_rows.tolist()):
+        wider._set_tail(new, table.tail_list(old), int(table.count[old]))
+    return wider
+
+
+def artifact_identity(parts: tuple[Any, ...]) -> str:
+    """A short digest of an artifact event's identity, to remember it cheaply."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]

@@ -1,0 +1,293 @@
+"""Normalized events (SPEC §5): what sources produce, the receiver accepts and the dry run reads.
+
+One JSON object per event, `type` and `timestamp` always (ISO 8601; naive means UTC):
+
+>>> parse_event('{"type": "RUN_STATE", "project": "p", "run_id": "r1", "state": "Finished",'
+...             ' "timestamp": "2026-01-01T11:00:00"}').state
+'finished'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    NonNegativeInt,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from prefect_ml_automations.errors import EventError
+
+#: Errors reported per file before the rest are only counted.
+MAX_REPORTED_PROBLEMS = 20
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+"""An ISO 8601 time; a naive time is read as UTC."""
+
+SYSTEM_METRIC_PREFIXES = ("system.", "system/")
+
+
+def is_system_metric(name: str) -> bool:
+    """System metrics (`system.*` in W&B, `system/*` in MLflow) have no step."""
+    return name.startswith(SYSTEM_METRIC_PREFIXES)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timestamp: Timestamp
+
+
+class _RunEvent(_Event):
+    project: str = Field(min_length=1)
+    run_id: str = Field(min_length=1)
+    run_name: str | None = None
+    user: str | None = None
+    run_created_at: Timestamp | None = None
+
+
+class MetricEvent(_RunEvent):
+    """A metric point `(run, metric, step, value, timestamp)`; any JSON value, only finite
+    numbers count."""
+
+    type: Literal["METRIC"]
+    metric: str = Field(min_length=1)
+    step: StrictInt | None = None
+    value: JsonValue
+
+    @model_validator(mode="after")
+    def _step_unless_system(self) -> MetricEvent:
+        if self.step is None and not is_system_metric(self.metric):
+            raise ValueError(
+                f"field 'step' is required for metric {self.metric!r} "
+                "(only system metrics, named system.* or system/*, may leave it out)"
+            )
+        return self
+
+    @property
+    def number(self) -> float | None:
+        """The value if it counts (a finite int or float, not a boolean), else None."""
+        value = self.value
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        return None
+
+
+class RunStateEvent(_RunEvent):
+    """A run's state as the tracker reports it (lower-cased: running, finished, crashed, …)."""
+
+    type: Literal["RUN_STATE"]
+    state: Annotated[str, Field(min_length=1), AfterValidator(str.lower)]
+
+
+class _ArtifactEvent(_Event):
+    registry: str | None = None
+    project: str | None = None
+    collection: str = Field(min_length=1)
+    version: NonNegativeInt
+    artifact_type: str | None = None
+    user: str | None = None
+    metadata: dict[str, JsonValue] | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> _ArtifactEvent:
+        if (self.registry is None) == (self.project is None):
+            raise ValueError(
+                "an artifact event names exactly one of 'registry' or 'project' (where it happened)"
+            )
+        return self
+
+    @property
+    def alias(self) -> str | None:
+        return None
+
+    @property
+    def tag(self) -> str | None:
+        return None
+
+    @property
+    def identity(self) -> tuple[Any, ...]:
+        """What makes two deliveries the very same event (SPEC §3.9)."""
+        return (
+            self.type,  # type: ignore[attr-defined]
+            self.registry,
+            self.project,
+            self.collection,
+            self.version,
+            self.alias,
+            self.tag,
+            self.timestamp,
+        )
+
+    @property
+    def place(self) -> str:
+        return self.registry if self.registry is not None else str(self.project)
+
+    @property
+    def version_string(self) -> str:
+        return f"{self.place}/{self.collection}:v{self.version}"
+
+
+class LinkArtifactEvent(_ArtifactEvent):
+    type: Literal["LINK_ARTIFACT"]
+    source_project: str | None = None
+
+
+class UnlinkArtifactEvent(_ArtifactEvent):
+    type: Literal["UNLINK_ARTIFACT"]
+
+
+class CreateArtifactEvent(_ArtifactEvent):
+    type: Literal["CREATE_ARTIFACT"]
+
+
+class AddArtifactAliasEvent(_ArtifactEvent):
+    type: Literal["ADD_ARTIFACT_ALIAS"]
+    alias_: str = Field(alias="alias", min_length=1)
+
+    @property
+    def alias(self) -> str | None:
+        return self.alias_
+
+
+class _TagEvent(_ArtifactEvent):
+    tag_: str = Field(alias="tag", min_length=1)
+
+    @property
+    def tag(self) -> str | None:
+        return self.tag_
+
+
+class AddArtifactTagEvent(_TagEvent):
+    type: Literal["ADD_ARTIFACT_TAG"]
+
+
+class RemoveArtifactTagEvent(_TagEvent):
+    type: Literal["REMOVE_ARTIFACT_TAG"]
+
+
+ArtifactEvent = (
+    LinkArtifactEvent
+    | UnlinkArtifactEvent
+    | CreateArtifactEvent
+    | AddArtifactAliasEvent
+    | AddArtifactTagEvent
+    | RemoveArtifactTagEvent
+)
+Event = Annotated[MetricEvent | RunStateEvent | ArtifactEvent, Field(discriminator="type")]
+"""Any normalized event, chosen by its `type`."""
+
+_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+_EVENT_TYPES = (
+    "METRIC, RUN_STATE, LINK_ARTIFACT, UNLINK_ARTIFACT, CREATE_ARTIFACT, ADD_ARTIFACT_ALIAS, "
+    "ADD_ARTIFACT_TAG, REMOVE_ARTIFACT_TAG"
+)
+
+
+def parse_event(line: str | bytes) -> Event:
+    """One event from its JSON text; raises pydantic's `ValidationError` when malformed."""
+    return _EVENT.validate_json(line)
+
+
+def event_from_dict(data: Any) -> Event:
+    """One event from parsed JSON; raises pydantic's `ValidationError` when malformed."""
+    return _EVENT.validate_python(data)
+
+
+def describe_problem(exc: ValidationError) -> str:
+    """The first problem of a malformed event, naming the field and the fix."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"] if not str(part).isupper()]
+    field = ".".join(loc)
+    kind = error["type"]
+    if kind == "json_invalid":
+        return f"not valid JSON ({error['ctx'].get('error', error['msg'])})"
+    if kind == "union_tag_invalid":
+        return f"field 'type': {error['input']!r} is not an event type; use one of {_EVENT_TYPES}"
+    if kind == "union_tag_not_found":
+        return f"field 'type' is required (one of {_EVENT_TYPES})"
+    if kind in {"model_type", "model_attributes_type"}:
+        return "each event must be a JSON object"
+    if kind == "missing":
+        return f"field {field!r} is required"
+    if kind == "extra_forbidden":
+        return f"field {field!r} is not a known field of this event type (a typo?)"
+    if kind == "value_error":
+        return error["msg"].removeprefix("Value error, ")
+    msg = error["msg"]
+    return f"field {field!r}: {msg[0].lower()}{msg[1:]} (got {error['input']!r})"
+
+
+def read_events(path: str | Path) -> list[Event]:
+    """Every event of a JSON-lines file, in file order; `EventError` lists malformed lines.
+
+    A malformed line is never skipped silently: the whole file is refused, naming each bad line.
+    """
+    events: list[Event] = []
+    scan_events(path, events.append)
+    return events
+
+
+def scan_events(
+    path: str | Path,
+    sink: Callable[[Event], object],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Hand every event of a JSON-lines file to `sink`, in file order; returns how many.
+
+    The whole file is checked: if any line is malformed, `EventError` names each bad line (the
+    first 20) after the scan, so callers must treat what `sink` received as void then.
+    """
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise EventError([f"can not read the file ({exc.strerror})"], source=str(path)) from None
+    problems: list[str] = []
+    bad = count = 0
+    validate = _EVENT.validate_json
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                event = validate(line)
+            except ValidationError as exc:
+                bad += 1
+                if len(problems) < MAX_REPORTED_PROBLEMS:
+                    problems.append(f"{path}:{number}: {describe_problem(exc)}")
+                continue
+            if not bad:
+                sink(event)
+                count += 1
+                if progress is not None and count % 50_000 == 0:
+                    progress(count)
+    if problems:
+        if bad > len(problems):
+            problems.append(f"… and {bad - len(problems)} more malformed lines")
+        raise EventError(problems, source=str(path))
+    return count
+
+
+def iter_json_lines(events: Iterable[BaseModel]) -> Iterator[str]:
+    """Events (or any models) as JSON lines, fields that are None left out."""
+    for event in events:
+        yield event.model_dump_json(exclude_none=True, by_alias=True)
