@@ -29,7 +29,7 @@ from prefect_ml_automations.decisions import Firing, Skip, firing_id
 from prefect_ml_automations.evaluator.batch import NO_TIME, EventBatch, from_ns, to_ns
 from prefect_ml_automations.evaluator.cooldown import apply_cooldown
 from prefect_ml_automations.evaluator.series import SeriesTable
-from prefect_ml_automations.evaluator.state import EvaluatorState, artifact_identity
+from prefect_ml_automations.evaluator.state import EvaluatorState, event_identity
 from prefect_ml_automations.evaluator.zscore import ZScoreBatch
 from prefect_ml_automations.events import Event, is_system_metric
 
@@ -106,7 +106,12 @@ class Evaluator:
     def _run_states(self, run: _Batch, since_ns: int, explain: bool, out: Evaluation) -> None:
         runs = self.state.runs
         rows = np.flatnonzero(run.columns.metric < 0)
+        seen = self.state.seen_state_events
         for (arrival, event), row in zip(run.batch.states, rows.tolist(), strict=True):
+            identity = event_identity(event.project, event.run_id, event.state, event.timestamp)
+            if identity in seen:
+                continue  # the very same state event, delivered again: changes nothing
+            seen.add(identity)
             code = int(run.row_run[row])
             state = STATE_ALIASES.get(event.state, event.state)
             entered = state != runs.state[code]
@@ -169,7 +174,7 @@ class Evaluator:
     ) -> None:
         seen = self.state.seen_artifact_events
         for arrival, event in batch.artifacts:
-            identity = artifact_identity(event.identity)
+            identity = event_identity(*event.identity)
             repeated = identity in seen
             seen.add(identity)
             change = event.alias or event.tag

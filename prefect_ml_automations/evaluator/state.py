@@ -89,8 +89,9 @@ class EvaluatorState:
     members: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
     #: Per automation: time (ns) of each run's last firing, by run code (NO_TIME: never).
     last_fired: dict[str, I64] = field(default_factory=dict)
-    #: Identities (digests) of the artifact events seen.
+    #: Identities (digests) of the artifact events and run state events seen.
     seen_artifact_events: set[str] = field(default_factory=set)
+    seen_state_events: set[str] = field(default_factory=set)
 
     def series_table(self, project: str, metric: str, capacity: int) -> SeriesTable:
         table = self.series.get((project, metric))
@@ -131,6 +132,7 @@ class EvaluatorState:
             "members": [[p, m, k, runs] for (p, m, k), runs in self.members.items()],
             "fired": fired_names,
             "seen": sorted(self.seen_artifact_events),
+            "seen_states": sorted(self.seen_state_events),
         }
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         buffer = io.BytesIO()
@@ -171,6 +173,7 @@ class EvaluatorState:
             name: arrays[f"fired{i}"].copy() for i, name in enumerate(meta["fired"])
         }
         state.seen_artifact_events = set(meta["seen"])
+        state.seen_state_events = set(meta["seen_states"])
         return state
 
 
@@ -183,6 +186,6 @@ def _widened(table: SeriesTable, capacity: int) -> SeriesTable:
     return wider
 
 
-def artifact_identity(parts: tuple[Any, ...]) -> str:
-    """A short digest of an artifact event's identity, to remember it cheaply."""
+def event_identity(*parts: Any) -> str:
+    """A short digest of an event's identity, to remember that it was seen cheaply."""
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]

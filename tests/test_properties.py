@@ -1,0 +1,256 @@
+"""The algebraic rules, for any events hypothesis can think of (SPEC §3.4, §3.3, §3.11):
+
+- the same events in one batch, one at a time or in any chunking give the same firings;
+- re-delivering any event changes nothing;
+- firing ids are stable;
+- and the evaluator agrees with an independent, naive reading of the spec (tests/reference.py).
+
+Values are multiples of 1/4 so that sums are exact in binary: the properties are about events,
+not about the last bit of a float.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from prefect_ml_automations.automations import Automation
+from prefect_ml_automations.evaluator import Evaluator, EvaluatorState
+
+from .conftest import at, events
+from .reference import Reference
+
+RUNS = ["r0", "r1", "r2", "r3"]
+
+
+def _automation(name: str, event: dict[str, Any], **extra: Any) -> Automation:
+    scope = extra.pop("scope", {"project": "p"})
+    return Automation.model_validate(
+        {"name": name, "scope": scope, "event": event, "action": {"type": "no_op"}, **extra}
+    )
+
+
+AUTOMATIONS = [
+    _automation(
+        "avg",
+        {"type": "RUN_METRIC", "metric": "acc", "window": 2, "operator": ">", "threshold": 0.5},
+        cooldown=0,
+    ),
+    _automation(
+        "min",
+        {
+            "type": "RUN_METRIC",
+            "metric": "loss",
+            "window": 3,
+            "aggregation": "min",
+            "operator": "<=",
+            "threshold": -1,
+        },
+        cooldown="30s",
+    ),
+    _automation(
+        "max-eq",
+        {
+            "type": "RUN_METRIC",
+            "metric": "acc",
+            "window": 1,
+            "aggregation": "max",
+            "operator": "==",
+            "threshold": 1,
+        },
+        cooldown="15s",
+        filters={"run_name": "^sweep-[01]"},
+    ),
+    _automation(
+        "change-abs",
+        {
+            "type": "RUN_METRIC_CHANGE",
+            "metric": "acc",
+            "current_window": 1,
+            "prior_window": 2,
+            "change_type": "absolute",
+            "direction": "any",
+            "amount": 1,
+        },
+        cooldown=0,
+    ),
+    _automation(
+        "change-rel",
+        {
+            "type": "RUN_METRIC_CHANGE",
+            "metric": "loss",
+            "current_window": 2,
+            "prior_window": 2,
+            "direction": "increase",
+            "amount": 0.5,
+        },
+        cooldown="20s",
+    ),
+    _automation(
+        "z2",
+        {"type": "RUN_METRIC_ZSCORE", "metric": "acc", "window": 2, "threshold": 1},
+        cooldown=0,
+    ),
+    _automation(
+        "z4",
+        {
+            "type": "RUN_METRIC_ZSCORE",
+            "metric": "loss",
+            "window": 4,
+            "threshold": 0.5,
+            "direction": "above",
+        },
+        cooldown="10s",
+        filters={"user": "alice"},
+    ),
+    _automation(
+        "gpu",
+        {
+            "type": "RUN_METRIC",
+            "metric": "system.gpu",
+            "window": 2,
+            "aggregation": "max",
+            "operator": ">",
+            "threshold": 1,
+        },
+        cooldown=0,
+    ),
+    _automation("state", {"type": "RUN_STATE", "states": ["failed", "finished"]}, cooldown="60s"),
+    _automation(
+        "other-project",
+        {"type": "RUN_METRIC", "metric": "acc", "window": 1, "operator": ">", "threshold": 0},
+        cooldown=0,
+        scope={"project": "q"},
+    ),
+    _automation(
+        "alias", {"type": "ADD_ARTIFACT_ALIAS", "alias": "^prod"}, scope={"registry": "models"}
+    ),
+    _automation("tag", {"type": "REMOVE_ARTIFACT_TAG"}, scope={"project": "p", "collection": "c0"}),
+]
+
+values = st.one_of(
+    st.integers(-8, 8).map(lambda q: q / 4),
+    st.sampled_from([float("nan"), float("inf"), "x", True, None]),
+)
+
+
+@st.composite
+def run_event(draw: st.DrawFn, t: int) -> dict[str, Any]:
+    run = draw(st.sampled_from(RUNS))
+    project = draw(st.sampled_from(["p", "p", "p", "q"]))
+    base: dict[str, Any] = {
+        "project": project,
+        "run_id": run,
+        "run_name": f"sweep-{run[1]}",
+        "user": "alice" if run in ("r0", "r2") else "bob",
+        "timestamp": at(t),
+    }
+    if draw(st.booleans()):
+        base["run_created_at"] = at(-100 * (RUNS.index(run) % 3))
+    kind = draw(st.sampled_from(["acc", "acc", "loss", "loss", "system.gpu", "state"]))
+    if kind == "state":
+        return {
+            **base,
+            "type": "RUN_STATE",
+            "state": draw(
+                st.sampled_from(["running", "finished", "failed", "crashed", "killed", "pending"])
+            ),
+        }
+    event = {**base, "type": "METRIC", "metric": kind, "value": draw(values)}
+    if kind != "system.gpu":
+        event["step"] = draw(st.integers(0, 12))
+    return event
+
+
+@st.composite
+def artifact_event(draw: st.DrawFn, t: int) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["ADD_ARTIFACT_ALIAS", "ADD_ARTIFACT_TAG", "REMOVE_ARTIFACT_TAG"]))
+    place = draw(st.sampled_from([{"registry": "models"}, {"project": "p"}]))
+    event = {
+        "type": kind,
+        **place,
+        "collection": draw(st.sampled_from(["c0", "c1"])),
+        "version": draw(st.integers(0, 2)),
+        "timestamp": at(draw(st.sampled_from([t, 0]))),
+    }
+    event["alias" if kind == "ADD_ARTIFACT_ALIAS" else "tag"] = draw(
+        st.sampled_from(["production", "staging", "gold"])
+    )
+    return event
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
+    n = draw(st.integers(0, 60))
+    out = []
+    t = 0
+    for _ in range(n):
+        t += draw(st.integers(0, 12))
+        maker = artifact_event if draw(st.integers(0, 9)) == 0 else run_event
+        out.append(draw(maker(t)))
+    return out
+
+
+def ids(firings: list[Any]) -> list[str]:
+    return [f.firing_id for f in firings]
+
+
+def in_chunks(stream: list[dict[str, Any]], cuts: list[int], *, persist: bool) -> list[Any]:
+    state = EvaluatorState()
+    firings: list[Any] = []
+    bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    for lo, hi in pairwise(bounds):
+        if persist:
+            state = EvaluatorState.from_bytes(state.to_bytes())
+        firings += Evaluator(AUTOMATIONS, state).evaluate(events(*stream[lo:hi])).firings
+    return firings
+
+
+PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(streams(), st.lists(st.integers(0, 100), max_size=8), st.booleans())
+def test_any_chunking_gives_the_same_firings(
+    stream: list[dict[str, Any]], cuts: list[int], persist: bool
+) -> None:
+    whole = Evaluator(AUTOMATIONS).evaluate(events(*stream)).firings
+    assert ids(in_chunks(stream, cuts, persist=persist)) == ids(whole)
+
+
+@PROPERTY
+@given(streams())
+def test_one_event_at_a_time_gives_the_same_firings(stream: list[dict[str, Any]]) -> None:
+    whole = Evaluator(AUTOMATIONS).evaluate(events(*stream)).firings
+    assert ids(in_chunks(stream, list(range(len(stream))), persist=False)) == ids(whole)
+
+
+@PROPERTY
+@given(streams(), st.data())
+def test_redelivering_an_event_changes_nothing(
+    stream: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    if not stream:
+        return
+    original = data.draw(st.integers(0, len(stream) - 1))
+    later = data.draw(st.integers(original + 1, len(stream)))
+    redelivered = [*stream[:later], stream[original], *stream[later:]]
+    assert ids(Evaluator(AUTOMATIONS).evaluate(events(*redelivered)).firings) == ids(
+        Evaluator(AUTOMATIONS).evaluate(events(*stream)).firings
+    )
+
+
+@PROPERTY
+@given(streams())
+def test_the_evaluator_agrees_with_the_naive_reference(stream: list[dict[str, Any]]) -> None:
+    firings = Evaluator(AUTOMATIONS).evaluate(events(*stream)).firings
+    expected = Reference(AUTOMATIONS).feed(stream)
+    assert [(f.automation, f.run_id) for f in firings] == [
+        (r.automation, r.run_id) for r in expected
+    ]
+    for f, r in zip(firings, expected, strict=True):
+        if r.value is not None:
+            assert abs(f.value - r.value) <= 1e-9 * max(1.0, abs(r.value)), (f, r)
