@@ -9,7 +9,7 @@ judged on its own. `EventBatch.from_events` builds a batch from normalized event
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -103,6 +103,38 @@ class EventBatch:
     @property
     def size(self) -> int:
         return len(self.columns) + len(self.artifacts)
+
+    def chunks(self, size: int) -> Iterator[EventBatch]:
+        """The batch as consecutive batches of about `size` events each (itself if smaller)."""
+        if self.size <= size:
+            yield self
+            return
+        end = int(self.columns.arrival[-1]) + 1 if len(self.columns) else 0
+        if self.artifacts:
+            end = max(end, self.artifacts[-1][0] + 1)
+        for lo in range(0, end, size):
+            hi = lo + size
+            rows = slice(*np.searchsorted(self.columns.arrival, [lo, hi]).tolist())
+            c = self.columns
+            yield EventBatch(
+                runs=self.runs,
+                created=self.created,
+                metrics=self.metrics,
+                names=self.names,
+                users=self.users,
+                columns=RunColumns(
+                    c.arrival[rows],
+                    c.run[rows],
+                    c.name[rows],
+                    c.user[rows],
+                    c.ts[rows],
+                    c.metric[rows],
+                    c.order[rows],
+                    c.value[rows],
+                ),
+                states=[(i, e) for i, e in self.states if lo <= i < hi],
+                artifacts=[(i, e) for i, e in self.artifacts if lo <= i < hi],
+            )
 
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> EventBatch:

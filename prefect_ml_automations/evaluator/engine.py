@@ -22,13 +22,14 @@ from prefect_ml_automations.automations import (
     ArtifactTrigger,
     Automation,
     MetricTrigger,
+    RunMetricZScore,
     RunState,
 )
 from prefect_ml_automations.automations.triggers import STATE_ALIASES
 from prefect_ml_automations.decisions import Firing, Skip, firing_id
 from prefect_ml_automations.evaluator.batch import NO_TIME, EventBatch, from_ns, to_ns
 from prefect_ml_automations.evaluator.cooldown import apply_cooldown
-from prefect_ml_automations.evaluator.series import SeriesTable
+from prefect_ml_automations.evaluator.series import SeriesTable, stable_argsort
 from prefect_ml_automations.evaluator.state import EvaluatorState, event_identity
 from prefect_ml_automations.evaluator.zscore import ZScoreBatch
 from prefect_ml_automations.events import Event, is_system_metric
@@ -36,6 +37,9 @@ from prefect_ml_automations.events import Event, is_system_metric
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
+
+#: Larger batches are judged in slices of this many events (bounded memory, same result).
+CHUNK_EVENTS = 500_000
 
 
 @dataclass
@@ -88,17 +92,23 @@ class Evaluator:
         """Judge a batch (arrival order). Triggering events before `since` fire nothing but
         still fill windows and baselines."""
         batch = events if isinstance(events, EventBatch) else EventBatch.from_events(events)
-        run = _Batch(self.state, batch)
         since_ns = NO_TIME if since is None else to_ns(since)
         out = Evaluation()
-        for (project, metric), automations in self._metric.items():
-            _MetricPass(self.state, run, project, metric, automations, since_ns, explain).evaluate(
-                out
-            )
-        self._run_states(run, since_ns, explain, out)
-        self._artifact_events(batch, since_ns, explain, out)
-        run.remember()
+        # A huge batch is judged in slices: the result is the same (firings do not depend on
+        # batching), and memory stays bounded and warm.
+        for chunk in batch.chunks(CHUNK_EVENTS):
+            run = _Batch(self.state, chunk)
+            for (project, metric), automations in self._metric.items():
+                metric_pass = _MetricPass(
+                    self.state, run, project, metric, automations, since_ns, explain
+                )
+                metric_pass.evaluate(out)
+            self._run_states(run, since_ns, explain, out)
+            self._artifact_events(chunk, since_ns, explain, out)
+            run.remember()
         out.firings.sort(key=lambda f: (f.arrival, self._rank[f.automation]))
+        if explain:
+            out.skips = _merged(out.skips)
         return out
 
     # -- run states -----------------------------------------------------------------------------
@@ -237,26 +247,29 @@ class _Batch:
         self.user = self._as_of(columns.user, self.users, state.runs.user)
 
     def _as_of(
-        self, codes: npt.NDArray[np.int32], strings: list[str], known: list[str | None]
+        self, codes: npt.NDArray[np.int32], strings: list[str], known: npt.NDArray[np.object_]
     ) -> I64:
-        """Each event's value, else the run's last one before it (in the batch or the state)."""
-        if len(codes) and (codes >= 0).all():
+        """Each event's value, else the run's last one before it (in the batch or the state).
+
+        Values are codes into `strings`, which grows by the values only the state knew.
+        """
+        if not len(codes) or (codes >= 0).all():
             return codes.astype(np.int64)
+        present = self.codes[self.codes >= 0]
+        if (codes < 0).all() and all(value is None for value in known[present].tolist()):
+            return codes.astype(np.int64)  # nothing is known of any run: nothing to fill in
         run = self.columns.run
-        order = np.argsort(run, kind="stable")
+        order = stable_argsort(run)
         valid = codes[order] >= 0
-        position = np.where(valid, np.arange(len(order)), -1)
-        reach = np.maximum.accumulate(position) if len(order) else position
-        group_start = np.zeros(len(order), np.int64)
-        if len(order):
-            boundary = np.ones(len(order), bool)
-            boundary[1:] = run[order][1:] != run[order][:-1]
-            group_start = np.maximum.accumulate(np.where(boundary, np.arange(len(order)), 0))
+        reach = np.maximum.accumulate(np.where(valid, np.arange(len(order)), -1))
+        boundary = np.ones(len(order), bool)
+        boundary[1:] = run[order][1:] != run[order][:-1]
+        group_start = np.maximum.accumulate(np.where(boundary, np.arange(len(order)), 0))
         filled = np.where(reach >= group_start, codes[order][np.maximum(reach, 0)], -1)
         fallback = np.full(len(self.codes), -1, np.int64)
         interned = {s: i for i, s in enumerate(strings)}
-        for local, code in enumerate(self.codes.tolist()):
-            value = known[code]
+        for local in np.flatnonzero(self.codes >= 0).tolist():
+            value = known[self.codes[local]]
             if value is not None:
                 if value not in interned:
                     interned[value] = len(strings)
@@ -295,11 +308,10 @@ class _Batch:
             return
         last = np.full(len(self.codes), -1, np.int64)
         last[self.columns.run] = np.arange(len(self.columns))  # the last write wins
-        for local, row in enumerate(last.tolist()):
-            if row >= 0:
-                code = int(self.codes[local])
-                self.state.runs.name[code] = self.name_at(row)
-                self.state.runs.user[code] = self.user_at(row)
+        local = np.flatnonzero(last >= 0)
+        rows, codes = last[local], self.codes[local]
+        self.state.runs.name[codes] = np.array([*self.names, None], object)[self.name[rows]]
+        self.state.runs.user[codes] = np.array([*self.users, None], object)[self.user[rows]]
 
 
 class _MetricPass:
@@ -342,18 +354,21 @@ class _MetricPass:
             return
         capacity = max(t.values_needed for t in self.triggers)
         table = self.state.series_table(self.project, self.metric, capacity)
-        runs = self.events.row_run[selected]
-        self.latest_before = dict(
-            zip(runs.tolist(), table.latest(table.rows_for(runs))[0].tolist(), strict=True)
+        self._prepare_members(table)  # before the batch changes the tails
+        self.segments = table.ingest(
+            self.events.row_run[selected], columns.order[selected], columns.value[selected]
         )
-        self._prepare_members(table)
-        self.segments = table.ingest(runs, columns.order[selected], columns.value[selected])
         self.rows = selected[self.segments.points]  # the trigger points' rows in the batch
         self.trigger_runs = self.events.row_run[self.rows]
         self._z: dict[int, F64] = {}
         self._zbatch: ZScoreBatch | None = None
         for automation, trigger in zip(self.automations, self.triggers, strict=True):
             self._judge(automation, trigger, out)
+        for k, members in self._members_before.items():
+            if self._zbatch is not None:
+                self.state.members[(self.project, self.metric, k)] = self._zbatch.membership(
+                    members, k, self.state.runs.rank
+                ).after
 
     # MetricWindows ------------------------------------------------------------------------------
 
@@ -363,12 +378,8 @@ class _MetricPass:
     def zscores(self, window: int) -> F64:
         if window not in self._z:
             zbatch = self._z_batch()
-            z, after = zbatch.zscores(window, self._members(window), self.state.runs.rank)
-            for k, members in after.items():
-                self.state.members[(self.project, self.metric, k)] = members
-            result = np.empty(len(z))
-            result[self._arrival_order] = z
-            self._z[window] = result
+            z = zbatch.zscores(window, self._members(window), self.state.runs.rank)
+            self._z[window] = z[self._position]  # back from arrival order to trigger order
         return self._z[window]
 
     def values_at(self, point: int, size: int) -> list[float]:
@@ -376,60 +387,58 @@ class _MetricPass:
 
     def baseline_at(self, point: int, window: int) -> list[float]:
         zbatch = self._z_batch()
-        position = int(np.flatnonzero(self._arrival_order == point)[0])
+        position = int(self._position[point])
         return zbatch.baseline(position, window, self._members(window), self.state.runs.rank)
 
     # -------------------------------------------------------------------------------------------
 
     def _prepare_members(self, table: SeriesTable) -> None:
-        """Member lists for new z-score windows start from the runs already in the table."""
-        from prefect_ml_automations.automations import RunMetricZScore
+        """The z-score member lists and their latest values, as they stand before the batch.
 
+        A window no automation used before starts from the runs already in the table.
+        """
         self._members_before: dict[int, list[int]] = {}
         for trigger in self.triggers:
-            if not isinstance(trigger, RunMetricZScore):
-                continue
-            for k in (trigger.window, trigger.window + 1):
-                key = (self.project, self.metric, k)
-                if key not in self.state.members:
-                    logged = table.run[: table.rows][table.length[: table.rows] > 0].tolist()
-                    ranked = sorted(logged, key=self.state.runs.rank, reverse=True)
-                    self.state.members[key] = ranked[:k]
-                self._members_before[k] = list(self.state.members[key])
-        members = {m for ms in self._members_before.values() for m in ms}
-        missing = [m for m in members if m not in self.latest_before]
-        if missing:
-            values, _ = table.latest(table.rows_for(np.array(missing, np.int64)))
-            self.latest_before.update(zip(missing, values.tolist(), strict=True))
+            if isinstance(trigger, RunMetricZScore):
+                for k in (trigger.window, trigger.window + 1):
+                    key = (self.project, self.metric, k)
+                    if key not in self.state.members:
+                        rows = np.flatnonzero(table.length[: table.rows] > 0)
+                        logged = table.run[rows].tolist()
+                        self.state.members[key] = sorted(
+                            logged, key=self.state.runs.rank, reverse=True
+                        )[:k]
+                    self._members_before[k] = list(self.state.members[key])
+        members = sorted({m for ms in self._members_before.values() for m in ms})
+        values, _ = table.latest(table.rows_for(np.array(members, np.int64)))
+        self._latest_before = dict(zip(members, values.tolist(), strict=True))
 
     def _members(self, window: int) -> dict[int, list[int]]:
         return {k: self._members_before[k] for k in (window, window + 1)}
 
     def _z_batch(self) -> ZScoreBatch:
+        """The trigger points in arrival order, with each run's value before the point."""
         if self._zbatch is None:
-            columns = self.events.columns
-            self._arrival_order = np.argsort(self.rows, kind="stable")
-            rows = self.rows[self._arrival_order]
-            run = self.events.row_run[rows]
-            value = columns.value[rows]
-            by_run = np.argsort(run, kind="stable")
-            prev_sorted = np.empty(len(rows))
-            if len(rows):
-                prev_sorted[1:] = value[by_run][:-1]
-                first = np.ones(len(rows), bool)
-                first[1:] = run[by_run][1:] != run[by_run][:-1]
-                prev_sorted[first] = [self.latest_before[r] for r in run[by_run][first].tolist()]
-            prev = np.empty(len(rows))
-            prev[by_run] = prev_sorted
+            segments = self.segments
+            # The value before a trigger point in its series is the run's latest before it.
+            prev = np.where(segments.avail > 1, segments.flat[segments.pos - 1], np.nan)
+            # Trigger points in arrival order: their rows are distinct batch rows.
+            marks = np.full(len(self.events.columns), -1, np.int64)
+            marks[self.rows] = np.arange(len(self.rows))
+            order = marks[marks >= 0]
+            self._position = np.empty(len(order), np.int64)
+            self._position[order] = np.arange(len(order))
+            rows = self.rows[order]
+            value = self.events.columns.value[rows]
             key = (self.project, self.metric)
             if key not in self.state.shifts:
                 self.state.shifts[key] = float(value[0]) if len(value) else 0.0
             self._zbatch = ZScoreBatch(
-                run=run,
+                run=self.events.row_run[rows],
                 value=value,
-                arrival=columns.arrival[rows],
-                prev=prev,
-                latest_before=self.latest_before,
+                arrival=self.events.columns.arrival[rows],
+                prev=prev[order],
+                latest_before=self._latest_before,
                 shift=self.state.shifts[key],
             )
         return self._zbatch
@@ -567,6 +576,15 @@ class _MetricPass:
             )
 
         return reason
+
+
+def _merged(skips: list[Skip]) -> list[Skip]:
+    """Skips for the same automation, subject and reason (from several slices) as one."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for skip in skips:
+        key = (skip.automation, skip.subject, skip.reason)
+        counts[key] = counts.get(key, 0) + skip.count
+    return [Skip(a, subject, reason, count) for (a, subject, reason), count in counts.items()]
 
 
 def _run_subject(run_id: str, name: str | None) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +26,17 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
 
+
+def stable_argsort(codes: npt.NDArray[np.integer[Any]]) -> I64:
+    """A stable argsort of non-negative integer codes (radix sort when they fit 16 bits)."""
+    if len(codes) and int(codes.max()) < 2**16:
+        return np.argsort(codes.astype(np.uint16), kind="stable")
+    return np.argsort(codes, kind="stable")
+
+
 _NO_ORDER = np.iinfo(np.int64).min
+#: Averages over windows up to this size are summed directly; longer ones by prefix sums.
+DIRECT_SUM_MAX = 16
 
 
 def _grown(array: npt.NDArray[np.generic], size: int, fill: object) -> npt.NDArray[np.generic]:
@@ -143,7 +154,7 @@ class SeriesTable:
         n = len(runs)
         k = self.capacity
         rows = self.rows_for(runs)
-        perm = np.argsort(rows, kind="stable")
+        perm = stable_argsort(rows)
         r, o = rows[perm], orders[perm]
         boundary = np.ones(n, bool)
         boundary[1:] = r[1:] != r[:-1]
@@ -254,7 +265,7 @@ class Segments:
     points: I64
     pos: I64
     avail: I64
-    _prefix: npt.NDArray[np.longdouble] | None = None
+    _prefix: F64 | None = None
 
     @classmethod
     def build(
@@ -283,28 +294,30 @@ class Segments:
         return cls(flat=flat, points=points, pos=pos, avail=avail)
 
     @property
-    def prefix(self) -> npt.NDArray[np.longdouble]:
-        """Prefix sums of `flat` with a leading 0: a window's sum is a difference of two.
-
-        Kept in extended precision so that a difference far into a long batch is as exact as
-        summing the window itself (an average of equal values equals that value).
-        """
+    def prefix(self) -> F64:
+        """Prefix sums of `flat` with a leading 0: a window's sum is a difference of two."""
         if self._prefix is None:
-            self._prefix = np.zeros(len(self.flat) + 1, np.longdouble)
-            np.cumsum(self.flat, dtype=np.longdouble, out=self._prefix[1:])
+            self._prefix = np.zeros(len(self.flat) + 1)
+            np.cumsum(self.flat, out=self._prefix[1:])
         return self._prefix
 
     def window(self, aggregation: str, size: int, lag: int = 0) -> F64:
-        """`aggregation` over the `size` values ending `lag` before each trigger point."""
+        """`aggregation` over the `size` values ending `lag` before each trigger point
+        (NaN where the series does not have `size + lag` values yet)."""
         full = self.avail >= size + lag
         end = np.where(full, self.pos - lag, size - 1)  # a harmless index where not full
         if aggregation == "average":
-            prefix = self.prefix
-            result = ((prefix[end + 1] - prefix[end + 1 - size]) / size).astype(np.float64)
+            if size <= DIRECT_SUM_MAX:
+                # Oldest to newest, as sum(window) would: an average of equal values is that
+                # value, and the result does not depend on how the batch was laid out.
+                total = _direct_sums(self.flat, end, size)
+            else:
+                prefix = self.prefix
+                total = prefix[end + 1] - prefix[end + 1 - size]
+            result = total / size
         else:
-            result = _sliding_extreme(
-                self.flat, end, size, np.minimum if aggregation == "min" else np.maximum
-            )
+            reduce = np.minimum if aggregation == "min" else np.maximum
+            result = _sliding_extreme(self.flat, end, size, reduce)
         result[~full] = np.nan
         return np.asarray(result, np.float64)
 
@@ -312,6 +325,19 @@ class Segments:
         """The `size` values ending at trigger point `i`, oldest first."""
         end = int(self.pos[i])
         return [float(v) for v in self.flat[end - size + 1 : end + 1]]
+
+
+def _direct_sums(flat: F64, end: I64, size: int) -> F64:
+    """flat[e-size+1] + … + flat[e] (in that order) for each e in `end`."""
+    if len(end) * 4 < len(flat):  # few windows: gather each term
+        total = flat[end - (size - 1)]
+        for back in range(size - 2, -1, -1):
+            total = total + flat[end - back]
+        return total
+    sums = flat[: len(flat) - size + 1].copy()  # many: slide over the whole array once
+    for offset in range(1, size):
+        sums += flat[offset : len(flat) - size + 1 + offset]
+    return sums[end - (size - 1)]
 
 
 def _sliding_extreme(flat: F64, end: I64, size: int, ufunc: np.ufunc) -> F64:

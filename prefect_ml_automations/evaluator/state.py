@@ -34,41 +34,43 @@ class RunTable:
     index: dict[tuple[str, str], int] = field(default_factory=dict)
     keys: list[tuple[str, str]] = field(default_factory=list)
     created: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
-    name: list[str | None] = field(default_factory=list)
-    user: list[str | None] = field(default_factory=list)
+    #: The last known name and user per run (object arrays of str or None).
+    name: npt.NDArray[np.object_] = field(default_factory=lambda: np.full(0, None, object))
+    user: npt.NDArray[np.object_] = field(default_factory=lambda: np.full(0, None, object))
     state: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def register(self, batch: EventBatch) -> I64:
-        """Global run code per batch run, adding runs not seen before.
+        """Global run code per batch run (-1 for runs with no event in the batch), adding runs
+        not seen before.
 
         A new run's creation time is the `run_created_at` of its first event, else that event's
         time; it is fixed then, so that rankings never depend on how events were batched.
         """
         columns = batch.columns
         first_row = np.full(len(batch.runs), -1, np.int64)
-        if len(columns):
-            runs_seen, first = np.unique(columns.run, return_index=True)
-            first_row[runs_seen] = first
-        codes = np.empty(len(batch.runs), np.int64)
+        # Written newest first, so that each run keeps the row of its first event.
+        first_row[columns.run[::-1]] = np.arange(len(columns) - 1, -1, -1)
+        codes = np.full(len(batch.runs), -1, np.int64)
         new: list[int] = []
-        for local, key in enumerate(batch.runs):
+        for local in np.flatnonzero(first_row >= 0).tolist():
+            key = batch.runs[local]
             code = self.index.get(key)
             if code is None:
                 code = self.index[key] = len(self.keys)
                 self.keys.append(key)
-                self.name.append(None)
-                self.user.append(None)
                 self.state.append(None)
                 new.append(local)
             codes[local] = code
         if new:
             self.created = _grown(self.created, len(self.keys), NO_TIME)  # type: ignore[assignment]
+            self.name = _grown(self.name, len(self.keys), None)  # type: ignore[assignment]
+            self.user = _grown(self.user, len(self.keys), None)  # type: ignore[assignment]
             new_a = np.array(new, np.int64)
             created = batch.created[new_a]
-            first_ts = columns.ts[np.maximum(first_row[new_a], 0)] if len(columns) else created
+            first_ts = columns.ts[first_row[new_a]]
             self.created[codes[new_a]] = np.where(created != NO_TIME, created, first_ts)
         return codes
 
@@ -124,8 +126,8 @@ class EvaluatorState:
         meta = {
             "version": FORMAT_VERSION,
             "runs": [list(k) for k in self.runs.keys],
-            "names": self.runs.name,
-            "users": self.runs.user,
+            "names": self.runs.name[: len(self.runs)].tolist(),
+            "users": self.runs.user[: len(self.runs)].tolist(),
             "states": self.runs.state,
             "series": series_meta,
             "shifts": [[p, m, v] for (p, m), v in self.shifts.items()],
@@ -155,8 +157,8 @@ class EvaluatorState:
         runs = RunTable(
             keys=[(project, run_id) for project, run_id in meta["runs"]],
             created=arrays["runs.created"],
-            name=meta["names"],
-            user=meta["users"],
+            name=np.array(meta["names"] + [None], object)[:-1],
+            user=np.array(meta["users"] + [None], object)[:-1],
             state=meta["states"],
         )
         runs.index = {key: i for i, key in enumerate(runs.keys)}

@@ -23,13 +23,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from prefect_ml_automations.evaluator.series import stable_argsort
+
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
-LongArray = npt.NDArray[np.floating[Any]]
+Bool = npt.NDArray[np.bool_]
 
 _NEVER = np.iinfo(np.int64).max
-#: Below this fraction of the mean square, a baseline's variance is rounding noise: std 0.
-_RELATIVE_VARIANCE_FLOOR = 1e-12
+#: Below this fraction of the mean square (around the shift), a baseline's variance is rounding
+#: noise of the running sums: the baseline counts as having no spread.
+_RELATIVE_VARIANCE_FLOOR = 1e-9
 
 RankKey = Callable[[int], Any]
 
@@ -64,6 +67,15 @@ class Membership:
                 leave[order.pop()] = arrival
         return cls(entry, leave, order)
 
+    def at(self, arrival: int) -> list[int]:
+        """The members just after `arrival`."""
+        if not hasattr(self, "_runs"):
+            self._runs = np.fromiter(self.entry, np.int64, len(self.entry))
+            self._entry = np.fromiter(self.entry.values(), np.int64, len(self.entry))
+            self._leave = np.array([self.leave.get(r, _NEVER) for r in self.entry], np.int64)
+        inside = (self._entry <= arrival) & (arrival < self._leave)
+        return [int(r) for r in self._runs[inside]]
+
 
 @dataclass
 class ZScoreBatch:
@@ -74,83 +86,98 @@ class ZScoreBatch:
     arrival: I64
     #: The run's latest value before each point (NaN: the run had logged nothing).
     prev: F64
-    #: Latest value before the batch of runs in the members' lists.
+    #: Latest value before the batch of the runs in the member lists.
     latest_before: dict[int, float]
     #: Values are shifted by this before summing squares (they are near it, so sums stay small).
     shift: float
 
     def __post_init__(self) -> None:
-        self._runs, self._local = np.unique(self.run, return_inverse=True)
         first = np.isnan(self.prev)
         self.entering = list(
             zip(self.arrival[first].tolist(), self.run[first].tolist(), strict=True)
         )
-        self._by_run = np.argsort(self._local, kind="stable")
-        self._bounds = np.searchsorted(self._local[self._by_run], np.arange(len(self._runs) + 1))
+        self._memberships: dict[int, Membership] = {}
+        self._shifted = self.value - self.shift
+        self._prev_shifted = np.where(first, 0.0, self.prev - self.shift)
+        self._by_run: tuple[I64, I64] | None = None
 
-    def _interval(self, membership: Membership) -> tuple[I64, I64]:
-        entry = np.full(len(self._runs), _NEVER, np.int64)
-        leave = np.full(len(self._runs), _NEVER, np.int64)
-        where = {run: i for i, run in enumerate(self._runs.tolist())}
-        for run, arrival in membership.entry.items():
-            if run in where:
-                entry[where[run]] = arrival
-        for run, arrival in membership.leave.items():
-            if run in where:
-                leave[where[run]] = arrival
-        return entry[self._local], leave[self._local]
+    def membership(self, members: list[int], k: int, rank: RankKey) -> Membership:
+        """Membership of the k most recent runs over the batch, from `members` before it."""
+        if k not in self._memberships:
+            self._memberships[k] = Membership.walk(members, self.entering, k, rank)
+        return self._memberships[k]
 
-    def latest_as_of(self, run: int, arrival: int) -> float:
-        """The run's latest value strictly before `arrival`."""
-        local = int(np.searchsorted(self._runs, run))
-        if local < len(self._runs) and self._runs[local] == run:
-            idx = self._by_run[self._bounds[local] : self._bounds[local + 1]]
-            before = idx[self.arrival[idx] < arrival]
-            if len(before):
-                return float(self.value[before[-1]])
-        return self.latest_before[run]
+    def latest_as_of(self, runs: list[int], arrivals: list[int]) -> F64:
+        """Each run's latest value strictly before the matching arrival."""
+        if not runs:
+            return np.zeros(0)
+        # Points sorted by (run, arrival) as one int64 key, searched for each (run, arrival).
+        span = int(self.arrival[-1]) + 2
+        if self._by_run is None:
+            order = stable_argsort(self.run)  # arrivals are sorted already
+            self._by_run = (order, self.run[order] * span + self.arrival[order])
+        order, keys = self._by_run
+        run_a = np.asarray(runs, np.int64)
+        at = np.searchsorted(keys, run_a * span + np.asarray(arrivals, np.int64)) - 1
+        found = at >= 0
+        found[found] = self.run[order[at[found]]] == run_a[found]
+        result = np.array([self.latest_before.get(r, np.nan) for r in runs])
+        result[found] = self.value[order[at[found]]]
+        return result
 
-    def sums(
+    def _sums(
         self, membership: Membership, members_before: list[int]
-    ) -> tuple[LongArray, LongArray, I64, npt.NDArray[np.bool_]]:
+    ) -> tuple[F64, F64, I64, Bool]:
         """Size, sum and sum of squares of the member set as of each point (shifted values),
-        and whether the point's own run is a member."""
-        entry, leave = self._interval(membership)
-        member = (entry <= self.arrival) & (self.arrival < leave)
-        was = entry < self.arrival
-        v = self.value - self.shift
-        p = np.where(was, self.prev - self.shift, 0.0)
-        d1 = np.where(member, v - p, 0.0).astype(np.longdouble)
-        d2 = np.where(member, v * v - p * p, 0.0).astype(np.longdouble)
-        dc = (member & ~was).astype(np.int64)
-        for run, arrival in membership.leave.items():
-            # A run leaves when another enters: at that entering point (arrivals are sorted).
-            i = int(np.searchsorted(self.arrival, arrival))
-            gone = self.latest_as_of(run, arrival) - self.shift
-            d1[i] -= gone
-            d2[i] -= gone * gone
-            dc[i] -= 1
-        start = [self.latest_before[m] - self.shift for m in members_before]
-        s1 = np.cumsum(d1) + np.longdouble(sum(start))
-        s2 = np.cumsum(d2) + np.longdouble(sum(x * x for x in start))
-        count = np.cumsum(dc) + len(members_before)
-        return s1, s2, count, member
+        and whether the point's own run is a member.
 
-    def zscores(
-        self, window: int, members: dict[int, list[int]], rank: RankKey
-    ) -> tuple[F64, dict[int, list[int]]]:
-        """z of every point against the `window` baseline; and the member lists after the batch.
+        Only members' points change the sums, and members are few (k of perhaps thousands of
+        runs): the running sums are taken over those points alone, then spread to every point.
+        """
+        n = len(self.run)
+        if membership.entry:
+            runs = np.fromiter(membership.entry, np.int64, len(membership.entry))
+            table = np.full(int(max(runs.max(), self.run.max(initial=0))) + 1, _NEVER, np.int64)
+            table[runs] = list(membership.entry.values())
+            entry = table[self.run]
+            table[:] = _NEVER
+            if membership.leave:
+                table[np.fromiter(membership.leave, np.int64)] = list(membership.leave.values())
+            member = (entry <= self.arrival) & (self.arrival < table[self.run])
+        else:
+            entry = np.full(n, _NEVER, np.int64)
+            member = np.zeros(n, bool)
+        at = np.flatnonzero(member)
+        was = entry[at] < self.arrival[at]
+        v = self._shifted[at]
+        p = np.where(was, self._prev_shifted[at], 0.0)
+        d1, d2, dc = v - p, v * v - p * p, (~was).astype(np.int64)
+        if membership.leave:
+            # A run leaves when another enters: at that entering point, itself a member point.
+            gone_runs, gone_at = list(membership.leave), list(membership.leave.values())
+            where = np.searchsorted(at, np.searchsorted(self.arrival, gone_at))
+            gone = self.latest_as_of(gone_runs, gone_at) - self.shift
+            np.subtract.at(d1, where, gone)
+            np.subtract.at(d2, where, gone * gone)
+            np.subtract.at(dc, where, 1)
+        start = [self.latest_before[m] - self.shift for m in members_before]
+        zero = np.zeros(1)
+        c1 = np.concatenate([zero, np.cumsum(d1)]) + sum(start)
+        c2 = np.concatenate([zero, np.cumsum(d2)]) + sum(x * x for x in start)
+        cn = np.concatenate([[0], np.cumsum(dc)]) + len(members_before)
+        changes = np.cumsum(member)  # member points up to and including each point
+        return c1[changes], c2[changes], cn[changes], member
+
+    def zscores(self, window: int, members: dict[int, list[int]], rank: RankKey) -> F64:
+        """z of every point against its `window` baseline (NaN where undefined).
 
         `members[k]` lists the k most recently created runs that had logged before the batch.
         """
-        after: dict[int, list[int]] = {}
-        result = []
-        for k in (window, window + 1):
-            membership = Membership.walk(members.get(k, []), self.entering, k, rank)
-            after[k] = membership.after
-            result.append(self.sums(membership, members.get(k, [])))
-        (t1, t2, tn, _), (u1, u2, un, in_u) = result
-        v = (self.value - self.shift).astype(np.longdouble)
+        t1, t2, tn, _ = self._sums(self.membership(members[window], window, rank), members[window])
+        u1, u2, un, in_u = self._sums(
+            self.membership(members[window + 1], window + 1, rank), members[window + 1]
+        )
+        v = self._shifted
         n = np.where(in_u, un - 1, tn)
         s1 = np.where(in_u, u1 - v, t1)
         s2 = np.where(in_u, u2 - v * v, t2)
@@ -158,20 +185,18 @@ class ZScoreBatch:
             mean = s1 / n
             variance = (s2 - s1 * mean) / (n - 1)
             defined = (n >= 2) & (variance > _RELATIVE_VARIANCE_FLOOR * (s2 / n))
-            z = np.where(defined, (v - mean) / np.sqrt(np.where(defined, variance, 1)), np.nan)
-        return z.astype(np.float64), after
+            z: F64 = np.where(defined, (v - mean) / np.sqrt(np.where(defined, variance, 1)), np.nan)
+        return z
 
     def baseline(
         self, i: int, window: int, members: dict[int, list[int]], rank: RankKey
     ) -> list[float]:
         """The baseline values of point `i` (for the firing record), most recent run first."""
         arrival, run = int(self.arrival[i]), int(self.run[i])
-        found = []
-        for k in (window + 1, window):
-            membership = Membership.walk(
-                members.get(k, []), [e for e in self.entering if e[0] <= arrival], k, rank
-            )
-            found.append(membership.after)
-        in_u, in_t = found
-        chosen = [m for m in in_u if m != run] if run in in_u else in_t
-        return [self.latest_as_of(m, arrival) for m in chosen]
+        in_u = self.membership(members[window + 1], window + 1, rank).at(arrival)
+        if run in in_u:
+            chosen = [m for m in in_u if m != run]
+        else:
+            chosen = self.membership(members[window], window, rank).at(arrival)
+        chosen.sort(key=rank, reverse=True)
+        return [float(v) for v in self.latest_as_of(chosen, [arrival] * len(chosen))]

@@ -1,0 +1,225 @@
+"""How fast the evaluator judges metric points (SPEC §3.4: every point evaluated).
+
+    python benchmarks/evaluate.py            # 1M and 10M points, plus the incremental cases
+    python benchmarks/evaluate.py --quick    # 1M points only, smaller incremental cases
+
+Synthetic data: R runs × S steps, interleaved as trackers log them (every run logs step s
+before any logs step s+1), one point per second per run, accuracy drifting upwards with noise.
+Three automations on it, one of each metric kind: RUN_METRIC (average of 5 > 0.6),
+RUN_METRIC_CHANGE (last 10 vs the 50 before, +5 %), RUN_METRIC_ZSCORE (30 runs, 3 σ).
+
+Printed beside the evaluator, in the same run: one plain numpy pass over the values (the floor),
+and a naive per-point Python loop — what a user would hand-write: a deque per run, the baseline
+of the 30 most recently created runs kept sorted (timed on the first 200k points and scaled,
+since it takes minutes on millions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import gc
+import math
+import statistics
+import time
+import tracemalloc
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from prefect_ml_automations.automations import Automation
+from prefect_ml_automations.evaluator import Evaluator, EvaluatorState, EventBatch
+
+T0 = 1_767_261_600 * 10**9  # 2026-01-01T10:00:00Z in ns
+SECOND = 10**9
+
+AUTOMATIONS = [
+    Automation.model_validate(
+        {"name": name, "scope": {"project": "bench"}, "event": event, "action": {"type": "no_op"}}
+    )
+    for name, event in [
+        (
+            "threshold",
+            {"type": "RUN_METRIC", "metric": "acc", "window": 5, "operator": ">", "threshold": 0.6},
+        ),
+        (
+            "change",
+            {
+                "type": "RUN_METRIC_CHANGE",
+                "metric": "acc",
+                "current_window": 10,
+                "prior_window": 50,
+                "direction": "increase",
+                "amount": 0.05,
+            },
+        ),
+        ("zscore", {"type": "RUN_METRIC_ZSCORE", "metric": "acc", "window": 30, "threshold": 3}),
+    ]
+]
+
+
+def synthetic(runs: int, steps: int, first_step: int = 0, seed: int = 0) -> EventBatch:
+    """`runs` × `steps` points, step-major (as concurrently logging runs produce them)."""
+    rng = np.random.default_rng(seed + first_step)
+    run = np.tile(np.arange(runs, dtype=np.int32), steps)
+    step = np.repeat(np.arange(first_step, first_step + steps, dtype=np.int64), runs)
+    skill = np.random.default_rng(seed).normal(0.0, 0.05, runs)
+    value = 0.5 + skill[run] + 0.3 * (1 - np.exp(-step / 300)) + rng.normal(0, 0.02, len(run))
+    return EventBatch.from_columns(
+        runs=[("bench", f"run-{i:06d}") for i in range(runs)],
+        metrics=["acc"],
+        run=run,
+        metric=np.zeros(len(run), np.int32),
+        step=step,
+        value=value,
+        ts=T0 + step * SECOND + run,
+        created=T0 - (runs - np.arange(runs, dtype=np.int64)) * SECOND,
+    )
+
+
+def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
+    best, result = math.inf, None
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def peak_memory(fn: Callable[[], object]) -> int:
+    gc.collect()
+    tracemalloc.start()
+    fn()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+def naive_loop(batch: EventBatch, limit: int) -> tuple[float, int]:
+    """A hand-written per-point loop over the first `limit` points; (seconds, firings)."""
+    cols = batch.columns
+    n = min(limit, len(cols))
+    run, value, ts = cols.run[:n].tolist(), cols.value[:n].tolist(), cols.ts[:n].tolist()
+    created = batch.created.tolist()
+    cooldown = 24 * 3600 * SECOND
+    start = time.perf_counter()
+    windows: dict[int, deque[float]] = {}
+    latest: dict[int, float] = {}
+    recent: list[tuple[int, int]] = []  # (created, run), ascending
+    last_fired: dict[tuple[str, int], int] = {}
+    fired = 0
+
+    def fire(name: str, r: int, t: int) -> None:
+        nonlocal fired
+        last = last_fired.get((name, r))
+        if last is None or t >= last + cooldown:
+            last_fired[(name, r)] = t
+            fired += 1
+
+    for r, v, t in zip(run, value, ts, strict=True):
+        window = windows.get(r)
+        if window is None:
+            window = windows[r] = deque(maxlen=60)
+            bisect.insort(recent, (created[r], r))
+        window.append(v)
+        latest[r] = v
+        if len(window) >= 5 and sum(list(window)[-5:]) / 5 > 0.6:
+            fire("threshold", r, t)
+        if len(window) >= 60:
+            values = list(window)
+            prior, current = sum(values[:50]) / 50, sum(values[50:]) / 10
+            if prior != 0 and (current - prior) / abs(prior) >= 0.05:
+                fire("change", r, t)
+        baseline = [latest[o] for _, o in recent[-31:] if o != r][-30:]
+        if len(baseline) >= 2:
+            sd = statistics.stdev(baseline)
+            if sd > 0 and abs(v - statistics.fmean(baseline)) / sd >= 3:
+                fire("zscore", r, t)
+    return time.perf_counter() - start, fired
+
+
+def bulk(runs: int, steps: int, naive_points: int) -> None:
+    batch = synthetic(runs, steps)
+    n = len(batch.columns)
+    seconds, evaluation = timed(lambda: Evaluator(AUTOMATIONS).evaluate(batch))
+    peak = peak_memory(lambda: Evaluator(AUTOMATIONS).evaluate(batch))
+    numpy_seconds, _ = timed(lambda: float(np.sum(batch.columns.value)), repeat=5)
+    naive_seconds, naive_fired = naive_loop(batch, naive_points)
+    naive_total = naive_seconds * n / min(naive_points, n)
+    firings = len(evaluation.firings)  # type: ignore[attr-defined]
+    sub = Evaluator(AUTOMATIONS).evaluate(_head(batch, naive_points)).firings
+    head = min(naive_points, n)
+    print(
+        f"{n / 1e6:>5.0f}M points ({runs:,} runs × {steps:,} steps): {seconds:6.2f} s, "
+        f"{n / seconds / 1e6:5.2f} M points/s, peak {peak / 2**20:,.0f} MiB, {firings:,} firings\n"
+        f"        numpy sum {numpy_seconds * 1e3:6.1f} ms "
+        f"(evaluator = {seconds / numpy_seconds:,.0f}× a numpy pass); "
+        f"naive loop ~{naive_total:6.1f} s (evaluator {naive_total / seconds:,.0f}× faster; "
+        f"on its first {head:,} points: {naive_fired} firings, evaluator {len(sub)})"
+    )
+
+
+def _head(batch: EventBatch, limit: int) -> EventBatch:
+    cols = batch.columns
+    return EventBatch.from_columns(
+        runs=batch.runs,
+        metrics=batch.metrics,
+        run=cols.run[:limit],
+        metric=cols.metric[:limit],
+        step=cols.order[:limit],
+        value=cols.value[:limit],
+        ts=cols.ts[:limit],
+        created=batch.created,
+    )
+
+
+def incremental(runs: int, prior_steps: int, batch_runs: int, label: str, repeat: int = 20) -> None:
+    """A state built from `prior_steps` points per run, then new batches of one point for each
+    of `batch_runs` runs."""
+    state = EvaluatorState()
+    evaluator = Evaluator(AUTOMATIONS, state)
+    evaluator.evaluate(synthetic(runs, prior_steps))
+    times = []
+    for i in range(repeat):
+        step = prior_steps + i
+        new = _head(synthetic(runs, 1, first_step=step), batch_runs)
+        gc.collect()
+        start = time.perf_counter()
+        evaluator.evaluate(new)
+        times.append(time.perf_counter() - start)
+    series = sum(t.rows for t in state.series.values())
+    per_series = len(state.to_bytes()) / series  # everything the state stores, serialized
+    print(
+        f"{label}: median {statistics.median(times) * 1e3:7.2f} ms, "
+        f"best {min(times) * 1e3:7.2f} ms "
+        f"({batch_runs:,} points over {batch_runs:,} runs; saved state {per_series:,.0f} B per run "
+        "and metric)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1M points only, smaller incremental cases"
+    )
+    args = parser.parse_args()
+    print("Bulk: every point evaluated, three metric automations together")
+    bulk(1_000, 1_000, 200_000)
+    if not args.quick:
+        bulk(10_000, 1_000, 200_000)
+    print("Incremental: evaluate a poll batch against the persisted state")
+    big = 10_000 if not args.quick else 1_000
+    incremental(big, 1_000, big, f"{big:,}-point batch over {big:,} runs, 1k prior points each    ")
+    incremental(100, 1_000, 100, "100-point batch over 100 runs, 1k prior points each       ")
+    long = 100_000 if not args.quick else 10_000
+    incremental(
+        100, long, 100, f"100-point batch over 100 runs, {long // 1000}k prior points each    "
+    )
+
+
+if __name__ == "__main__":
+    main()
