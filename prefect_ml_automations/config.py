@@ -72,6 +72,8 @@ class AutomationsConfig(StrictModel):
         raise KeyError(name)
 
 
+#: W&B's names for events that are spelled differently here.
+_WANDB_EVENT_NAMES = {"LINK_MODEL": "LINK_ARTIFACT"}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOP_LEVEL = ("store", "receiver", "sources", "automations")
 
@@ -117,7 +119,8 @@ def parse_config(
     raw = dict(raw)
     for key in raw:
         if key not in _TOP_LEVEL:
-            problems.append(f"{key!r} is not a known top-level key{_did_you_mean(key, _TOP_LEVEL)}")
+            hint = _did_you_mean(key, _TOP_LEVEL) or f" (use {', '.join(_TOP_LEVEL)})."
+            problems.append(f"{key!r} is not a known top-level key{hint}")
     raw.setdefault("store", f"sqlite:///{(base or Path('.')) / DEFAULT_STORE_FILE}")
 
     resolved = _substitute_env(raw, env, problems)
@@ -173,7 +176,7 @@ def _cross_checks(raw: dict[str, Any], sources: list[Any]) -> Iterable[str]:
     """Checks across items, made on the raw items so that an invalid automation still counts."""
     source_names = [s.name for s in sources]
     for name in sorted({n for n in source_names if source_names.count(n) > 1}):
-        yield f"sources: two sources are named {name!r}; give each a unique name"
+        yield f"sources: two sources are named {name!r}; give each a unique name."
     items = raw.get("automations")
     items = [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
     seen: set[str] = set()
@@ -294,14 +297,18 @@ def _format_errors(errors: list[ErrorDetails], label: str) -> list[str]:
             text = msg.removeprefix("Value error, ")
         elif kind in {"greater_than_equal", "greater_than", "less_than_equal", "less_than"}:
             text = f"{msg.lower()}, not {error['input']!r}"
-            if "ge" in ctx and ctx["ge"] == 1:
+            if ctx.get("ge") == 1 or (ctx.get("gt") == 0 and isinstance(error["input"], int)):
                 text = f"must be a whole number of at least 1, not {error['input']!r}"
         elif kind == "literal_error":
             expected = ctx.get("expected", "one of the listed values")
             text = f"{error['input']!r} is not allowed; use {expected}"
         elif kind == "union_tag_invalid":
             tags = str(ctx.get("expected_tags", ""))
-            hint = _did_you_mean(str(ctx.get("tag")), tags.replace("'", "").split(", "))
+            tag = str(ctx.get("tag"))
+            if tag in _WANDB_EVENT_NAMES:
+                hint = f"; W&B's {tag} is {_WANDB_EVENT_NAMES[tag]!r} here"
+            else:
+                hint = _did_you_mean(tag, tags.replace("'", "").split(", "))
             text = f"type {ctx.get('tag')!r} is not known; use one of {tags}{hint}"
         elif kind == "union_tag_not_found":
             text = f"needs a 'type' (one of the {ctx.get('discriminator', 'type')} values)"

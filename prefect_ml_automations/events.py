@@ -214,23 +214,28 @@ def event_from_dict(data: Any) -> Event:
 def describe_problem(exc: ValidationError) -> str:
     """The first problem of a malformed event, naming the field and the fix."""
     error = exc.errors()[0]
-    loc = [str(part) for part in error["loc"] if not str(part).isupper()]
-    field = ".".join(loc)
+    field = ".".join(str(part) for part in error["loc"] if not str(part).isupper())
     kind = error["type"]
+    ctx = error.get("ctx") or {}
     if kind == "json_invalid":
-        return f"not valid JSON ({error['ctx'].get('error', error['msg'])})"
+        return f"not valid JSON ({ctx.get('error', error['msg'])})"
+    if not field and kind not in {"value_error", "union_tag_invalid", "union_tag_not_found"}:
+        return f"each event must be a JSON object, not {error['input']!r}"
     if kind == "union_tag_invalid":
-        return f"field 'type': {error['input']!r} is not an event type; use one of {_EVENT_TYPES}"
+        return f"field 'type': {ctx.get('tag')!r} is not an event type; use one of {_EVENT_TYPES}"
     if kind == "union_tag_not_found":
         return f"field 'type' is required (one of {_EVENT_TYPES})"
-    if kind in {"model_type", "model_attributes_type"}:
-        return "each event must be a JSON object"
     if kind == "missing":
         return f"field {field!r} is required"
     if kind == "extra_forbidden":
         return f"field {field!r} is not a known field of this event type (a typo?)"
     if kind == "value_error":
         return error["msg"].removeprefix("Value error, ")
+    if field in {"timestamp", "run_created_at"}:
+        return (
+            f"field {field!r} must be an ISO 8601 time such as 2026-01-01T10:00:00Z "
+            f"(got {error['input']!r})"
+        )
     msg = error["msg"]
     return f"field {field!r}: {msg[0].lower()}{msg[1:]} (got {error['input']!r})"
 

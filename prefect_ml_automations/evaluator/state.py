@@ -147,7 +147,7 @@ class EvaluatorState:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
             meta = json.loads(arrays.pop("meta").tobytes())
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError) as exc:
             raise StateError(f"The saved evaluator state can not be read ({exc}).") from exc
         if meta.get("version") != FORMAT_VERSION:
             raise StateError(
