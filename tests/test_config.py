@@ -104,7 +104,8 @@ def test_defaults_of_every_metric_event() -> None:
         env={},
     )
     m, c, z, s = (a.event for a in config.automations)
-    assert isinstance(m, RunMetric) and (m.window, m.aggregation) == (5, "average")
+    assert isinstance(m, RunMetric)
+    assert (m.window, m.aggregation) == (5, "average")
     assert isinstance(c, RunMetricChange)
     assert (c.current_window, c.prior_window, c.aggregation, c.change_type) == (
         10,
@@ -112,8 +113,10 @@ def test_defaults_of_every_metric_event() -> None:
         "average",
         "relative",
     )
-    assert isinstance(z, RunMetricZScore) and (z.window, z.direction) == (30, "either")
-    assert isinstance(s, RunState) and s.states == ["failed", "finished"]
+    assert isinstance(z, RunMetricZScore)
+    assert (z.window, z.direction) == (30, "either")
+    assert isinstance(s, RunState)
+    assert s.states == ["failed", "finished"]
 
 
 @pytest.mark.parametrize(

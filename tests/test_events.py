@@ -71,12 +71,15 @@ def write(tmp_path: Path, lines: list[str]) -> Path:
 
 def test_the_spec_examples_parse(tmp_path: Path) -> None:
     point, state, alias, system = read_events(write(tmp_path, [json.dumps(e) for e in GOOD] + [""]))
-    assert isinstance(point, MetricEvent) and point.number == 0.63
-    assert isinstance(state, RunStateEvent) and state.state == "finished"
+    assert isinstance(point, MetricEvent)
+    assert point.number == 0.63
+    assert isinstance(state, RunStateEvent)
+    assert state.state == "finished"
     assert state.timestamp == datetime(2026, 1, 1, 11, tzinfo=UTC)  # naive means UTC
     assert isinstance(alias, AddArtifactAliasEvent)
     assert (alias.alias, alias.version_string) == ("production", "models/churn-classifier:v4")
-    assert isinstance(system, MetricEvent) and system.step is None
+    assert isinstance(system, MetricEvent)
+    assert system.step is None
     assert system.timestamp == datetime(2026, 1, 1, 8, 0, 5, tzinfo=UTC)
 
 
