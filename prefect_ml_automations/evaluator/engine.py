@@ -136,6 +136,8 @@ class Evaluator:
                     pass
                 elif not entered:
                     reason = f"the run was already {state!r}"
+                elif state == "killed":
+                    reason = "a killed run never triggers (as in W&B)"
                 elif not trigger.enters(state):
                     reason = f"state {event.state!r} is not one of {trigger.states}"
                 elif ts < since_ns:
@@ -598,6 +600,6 @@ def _ns(automation: Automation) -> int:
 def _cooldown_text(automation: Automation) -> str:
     seconds = automation.cooldown.total_seconds()
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
+        if seconds >= size and seconds % size == 0 and not (unit == "d" and seconds < 2 * size):
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
