@@ -85,8 +85,9 @@ class Automation(StrictModel):
         return self
 
     @property
-    def is_run_automation(self) -> bool:
-        return isinstance(self.event, RunTrigger)
+    def project(self) -> str | None:
+        """The project a project-scoped automation watches (None for a registry scope)."""
+        return self.scope.project if isinstance(self.scope, ProjectScope) else None
 
     @property
     def run_filters(self) -> RunFilters:

@@ -251,6 +251,15 @@ class Measurement:
     holds: BoolArray
 
 
+def _beyond(value: FloatArray, amount: float, direction: str) -> BoolArray:
+    """`value` ≥ amount upwards, ≤ -amount downwards, or |value| ≥ amount either way (NaN: no)."""
+    if direction in ("increase", "above"):
+        return value >= amount
+    if direction in ("decrease", "below"):
+        return value <= -amount
+    return abs(value) >= amount
+
+
 class MetricTrigger(RunTrigger):
     """Conditions on a run's metric values, checked at every new point of the run."""
 
@@ -341,13 +350,7 @@ class RunMetricChange(MetricTrigger):
             # With a prior of exactly 0 the relative change is undefined: NaN never fires.
             with np.errstate(divide="ignore", invalid="ignore"):
                 change = np.where(prior == 0, np.nan, change / np.abs(prior))
-        if self.direction == "increase":
-            holds = change >= self.amount
-        elif self.direction == "decrease":
-            holds = change <= -self.amount
-        else:
-            holds = abs(change) >= self.amount
-        return Measurement(change, holds)
+        return Measurement(change, _beyond(change, self.amount, self.direction))
 
     def undefined_reason(self) -> str:
         return f"the prior window's {self.aggregation} is 0, so a relative change is undefined"
@@ -384,13 +387,7 @@ class RunMetricZScore(MetricTrigger):
 
     def measure(self, windows: MetricWindows) -> Measurement:
         z = windows.zscores(self.window)
-        if self.direction == "above":
-            holds = z >= self.threshold
-        elif self.direction == "below":
-            holds = z <= -self.threshold
-        else:
-            holds = abs(z) >= self.threshold
-        return Measurement(z, holds)
+        return Measurement(z, _beyond(z, self.threshold, self.direction))
 
     def undefined_reason(self) -> str:
         return (

@@ -11,7 +11,7 @@ segment layout of `series`; run states and artifact events, which are few, one b
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -76,7 +76,7 @@ class Evaluator:
         for automation in self.automations:
             trigger = automation.event
             if isinstance(trigger, MetricTrigger):
-                self._metric[(automation.scope.project, trigger.metric)].append(automation)  # type: ignore[union-attr]
+                self._metric[(str(automation.project), trigger.metric)].append(automation)
             elif isinstance(trigger, RunState):
                 self._run_state.append(automation)
             elif isinstance(trigger, ArtifactTrigger):
@@ -537,18 +537,17 @@ class _MetricPass:
         full = self.segments.avail >= trigger.points_needed
         held_back = np.zeros(len(value), bool)
         held_back[candidate[~fired]] = True
-        reasons = [
-            (~timely, lambda run, n: "before --since"),
+        cooldown = f"held back by the cooldown ({_cooldown_text(automation)})"
+        reasons: list[tuple[Bool, Callable[[int], str]]] = [
+            (~timely, lambda run: "before --since"),
             (
                 ~full,
-                lambda run, n: (
-                    f"the window is not full yet (it needs {trigger.points_needed} values)"
-                ),
+                lambda run: f"the window is not full yet (it needs {trigger.points_needed} values)",
             ),
-            (np.isnan(value), lambda run, n: trigger.undefined_reason()),
-            (~holds, lambda run, n: f"{trigger.describe()} did not hold"),
-            (~admitted, self._filter_reason(automation)),
-            (held_back, lambda run, n: f"held back by the cooldown ({_cooldown_text(automation)})"),
+            (np.isnan(value), lambda run: trigger.undefined_reason()),
+            (~holds, lambda run: f"{trigger.describe()} did not hold"),
+            (~admitted, lambda run: self._filter_reason(automation, run)),
+            (held_back, lambda run: cooldown),
         ]
         decided = np.zeros(len(value), bool)
         for mask, reason in reasons:
@@ -560,24 +559,17 @@ class _MetricPass:
             for run, count in zip(runs.tolist(), counts.tolist(), strict=True):
                 _, run_id = self.state.runs.keys[run]
                 subject = _run_subject(run_id, self.state.runs.name[run] or self._latest_name(run))
-                out.skips.append(Skip(automation.name, subject, reason(run, count), count))
+                out.skips.append(Skip(automation.name, subject, reason(run), count))
 
     def _latest_name(self, run: int) -> str | None:
         rows = self.rows[self.trigger_runs == run]
         return self.events.name_at(int(rows[-1])) if len(rows) else None
 
-    def _filter_reason(self, automation: Automation):  # type: ignore[no-untyped-def]
-        def reason(run: int, count: int) -> str:
-            rows = self.rows[self.trigger_runs == run]
-            row = int(rows[-1])
-            return (
-                automation.run_filters.admits(
-                    user=self.events.user_at(row), run_name=self.events.name_at(row)
-                )
-                or "filtered out"
-            )
-
-        return reason
+    def _filter_reason(self, automation: Automation, run: int) -> str:
+        """Why the run filters refused `run`, as the run was last known in the batch."""
+        row = int(self.rows[self.trigger_runs == run][-1])
+        user, name = self.events.user_at(row), self.events.name_at(row)
+        return automation.run_filters.admits(user=user, run_name=name) or "filtered out"
 
 
 def _merged(skips: list[Skip]) -> list[Skip]:
