@@ -8,6 +8,7 @@ constraint turns a re-delivered event into the same firing.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -62,7 +63,32 @@ class Firing(BaseModel):
         return value.astimezone(UTC).isoformat()
 
     def to_json(self) -> str:
+        """The SPEC §4 record, as one JSON line."""
         return self.model_dump_json(exclude_none=True)
+
+    def to_stored(self) -> str:
+        """Everything, including what templates need beyond the record (for the ledger)."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        data.update(user=self.user, metric_filter=self.metric_filter, metadata=self.metadata)
+        return json.dumps({k: v for k, v in data.items() if v is not None})
+
+    @classmethod
+    def from_stored(cls, text: str) -> Firing:
+        return cls.model_validate_json(text)
+
+    @property
+    def subject(self) -> str:
+        """The run or artifact version it is about, in words."""
+        if self.run_id is not None:
+            return run_subject(self.run_id, self.run_name)
+        change = self.alias or self.tag
+        place = self.registry if self.registry is not None else self.project
+        return f"{place}/{self.collection}:v{self.version}" + (f" ({change})" if change else "")
+
+
+def run_subject(run_id: str, name: str | None) -> str:
+    """A run in words: `run 'r1' (sweep-1)`."""
+    return f"run {run_id!r}" + (f" ({name})" if name and name != run_id else "")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def explain_lines(config: AutomationsConfig, evaluation: Evaluation) -> list[str
     """Per automation and subject, why it fired or did not — as lines for a person."""
     fired: dict[str, dict[str, list[Firing]]] = defaultdict(lambda: defaultdict(list))
     for firing in evaluation.firings:
-        fired[firing.automation][_subject(firing)].append(firing)
+        fired[firing.automation][firing.subject].append(firing)
     skipped: dict[str, dict[str, list[Skip]]] = defaultdict(lambda: defaultdict(list))
     for skip in evaluation.skips:
         skipped[skip.automation][skip.subject].append(skip)
@@ -63,15 +63,6 @@ def explain_lines(config: AutomationsConfig, evaluation: Evaluation) -> list[str
                 parts.append(f"not fired: {skip.reason}{times}")
             lines.append(f"  {subject}: " + "; ".join(parts))
     return lines
-
-
-def _subject(firing: Firing) -> str:
-    if firing.run_id is not None:
-        name = firing.run_name
-        return f"run {firing.run_id!r}" + (f" ({name})" if name and name != firing.run_id else "")
-    change = firing.alias or firing.tag
-    place = firing.registry if firing.registry is not None else firing.project
-    return f"{place}/{firing.collection}:v{firing.version}" + (f" ({change})" if change else "")
 
 
 def _trigger(firing: Firing) -> str:

@@ -26,7 +26,7 @@ from prefect_ml_automations.automations import (
     RunState,
 )
 from prefect_ml_automations.automations.triggers import STATE_ALIASES
-from prefect_ml_automations.decisions import Firing, Skip, firing_id
+from prefect_ml_automations.decisions import Firing, Skip, firing_id, run_subject
 from prefect_ml_automations.evaluator.batch import NO_TIME, EventBatch, from_ns, to_ns
 from prefect_ml_automations.evaluator.cooldown import apply_cooldown
 from prefect_ml_automations.evaluator.series import SeriesTable, stable_argsort
@@ -128,7 +128,7 @@ class Evaluator:
             runs.state[code] = state
             ts = int(run.columns.ts[row])
             name, user = run.name_at(row), run.user_at(row)
-            subject = _run_subject(event.run_id, name)
+            subject = run_subject(event.run_id, name)
             for automation in self._run_state:
                 trigger: RunState = automation.event  # type: ignore[assignment]
                 reason: str | None
@@ -558,7 +558,7 @@ class _MetricPass:
             runs, counts = np.unique(self.trigger_runs[mask], return_counts=True)
             for run, count in zip(runs.tolist(), counts.tolist(), strict=True):
                 _, run_id = self.state.runs.keys[run]
-                subject = _run_subject(run_id, self.state.runs.name[run] or self._latest_name(run))
+                subject = run_subject(run_id, self.state.runs.name[run] or self._latest_name(run))
                 out.skips.append(Skip(automation.name, subject, reason(run), count))
 
     def _latest_name(self, run: int) -> str | None:
@@ -579,10 +579,6 @@ def _merged(skips: list[Skip]) -> list[Skip]:
         key = (skip.automation, skip.subject, skip.reason)
         counts[key] = counts.get(key, 0) + skip.count
     return [Skip(a, subject, reason, count) for (a, subject, reason), count in counts.items()]
-
-
-def _run_subject(run_id: str, name: str | None) -> str:
-    return f"run {run_id!r}" + (f" ({name})" if name and name != run_id else "")
 
 
 def _ns(automation: Automation) -> int:

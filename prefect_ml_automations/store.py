@@ -1,0 +1,417 @@
+"""The state store: inbox, evaluator state, firing ledger and history, on any SQLAlchemy URL.
+
+A SQLite file by default; PostgreSQL when several sensors share the work. The schema is kept
+by alembic migrations that run when a store is opened, so a newer version upgrades an old store.
+
+Exactly once rests on two things here: a sensor cycle holds the state row for update (SQLite:
+`BEGIN IMMEDIATE`; PostgreSQL: `SELECT … FOR UPDATE`), so two sensors never evaluate the same
+inbox events against the same state; and `firing_id` is the firings table's primary key, so
+recording a firing twice is a no-op. Actions are claimed with a lease before they run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from prefect_ml_automations.decisions import Firing, FiringStatus, Skip
+from prefect_ml_automations.errors import MLAutomationsError, StateError
+from prefect_ml_automations.evaluator import EvaluatorState
+from prefect_ml_automations.events import Event, event_from_dict
+
+metadata = sa.MetaData()
+inbox = sa.Table(
+    "ml_inbox",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("origin", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),
+)
+sensor_state = sa.Table(
+    "ml_sensor_state",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("data", sa.LargeBinary()),
+    sa.Column("cycles", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+firings = sa.Table(
+    "ml_firings",
+    metadata,
+    sa.Column("firing_id", sa.String(64), primary_key=True),
+    sa.Column("automation", sa.String(255), nullable=False),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("subject", sa.Text(), nullable=False),
+    sa.Column("event_time", sa.DateTime(timezone=True)),
+    sa.Column("record", sa.Text(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("error", sa.Text()),
+    sa.Column("result", sa.Text()),
+    sa.Column("count", sa.Integer(), nullable=False),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+source_cursors = sa.Table(
+    "ml_source_cursors",
+    metadata,
+    sa.Column("source", sa.String(255), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("value", sa.Text(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive: they were stored as UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One entry of the history: a firing (or a held-back match) and what became of it."""
+
+    firing: Firing
+    status: FiringStatus
+    attempts: int
+    error: str | None
+    result: str | None
+    count: int
+    created_at: datetime
+    updated_at: datetime
+
+    def to_record(self) -> dict[str, Any]:
+        """The SPEC §4 record with `status`, `attempts`, `error`, `flow_run_id`."""
+        record = json.loads(self.firing.to_json())
+        record.update(status=self.status, attempts=self.attempts)
+        if self.error:
+            record["error"] = self.error
+        if self.result:
+            key = "flow_run_id" if self.firing.event_type and _is_uuid(self.result) else "result"
+            record[key] = self.result
+        if self.count > 1:
+            record["count"] = self.count
+        return record
+
+
+def _is_uuid(text: str) -> bool:
+    return len(text) == 36 and text.count("-") == 4
+
+
+class StateStore:
+    """The store at `url` (a SQLAlchemy URL), migrated to the current schema on open.
+
+    >>> store = StateStore("sqlite://")  # in memory
+    >>> store.put_events([], origin="push")
+    0
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = _engine(url)
+            self._migrate()
+        except SQLAlchemyError as exc:
+            raise StateError(
+                f"The state store {_safe_url(url)!r} can not be opened ({exc.__class__.__name__}: "
+                f"{str(exc).splitlines()[0]}); check the URL and that the database is reachable."
+            ) from exc
+
+    def _migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Two sensors starting at once must not both create the tables.
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(742031)")
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- inbox ----------------------------------------------------------------------------------
+
+    def put_events(self, events: Sequence[Event], *, origin: str) -> int:
+        """Store events durably (one transaction); returns how many."""
+        if not events:
+            return 0
+        now = utcnow()
+        rows = [
+            {"received_at": now, "origin": origin, "body": e.model_dump_json(exclude_none=True, by_alias=True)}
+            for e in events
+        ]
+        with self.engine.begin() as connection:
+            connection.execute(inbox.insert(), rows)
+        return len(rows)
+
+    def inbox_size(self) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one())
+
+    def has_inbox(self) -> bool:
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(inbox.c.id).limit(1)).first() is not None
+
+    # -- a sensor cycle -------------------------------------------------------------------------
+
+    @contextmanager
+    def cycle(self, name: str = "default") -> Iterator[Cycle]:
+        """One sensor cycle, in one transaction that holds the sensor's state row.
+
+        Everything done through the `Cycle` — taking inbox events, recording firings, saving
+        the evaluator state — commits together or not at all.
+        """
+        with self.engine.begin() as connection:
+            yield Cycle(connection, name)
+
+    # -- firings --------------------------------------------------------------------------------
+
+    def due(self, now: datetime, limit: int = 100) -> list[Firing]:
+        """Pending firings whose action may run now (not leased, or the lease ran out)."""
+        query = (
+            sa.select(firings.c.record)
+            .where(firings.c.status == "pending")
+            .where(sa.or_(firings.c.lease_until.is_(None), firings.c.lease_until <= now))
+            .order_by(firings.c.created_at, firings.c.firing_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [Firing.from_stored(row.record) for row in connection.execute(query)]
+
+    def claim(self, firing_id: str, now: datetime, lease: timedelta) -> int | None:
+        """Take a pending firing for its action; the attempt number, or None if someone else has it."""
+        with self.engine.begin() as connection:
+            claimed = connection.execute(
+                firings.update()
+                .where(firings.c.firing_id == firing_id)
+                .where(firings.c.status == "pending")
+                .where(sa.or_(firings.c.lease_until.is_(None), firings.c.lease_until <= now))
+                .values(lease_until=now + lease, attempts=firings.c.attempts + 1, updated_at=now)
+            )
+            if claimed.rowcount != 1:
+                return None
+            return int(
+                connection.execute(
+                    sa.select(firings.c.attempts).where(firings.c.firing_id == firing_id)
+                ).scalar_one()
+            )
+
+    def finish(self, firing_id: str, result: str | None) -> None:
+        self._settle(firing_id, status="finished", result=result, error=None, lease_until=None)
+
+    def fail(self, firing_id: str, error: str, *, retry_at: datetime | None) -> None:
+        """The action failed: try again at `retry_at`, or for good when it is None."""
+        self._settle(
+            firing_id,
+            status="pending" if retry_at is not None else "failed",
+            error=error,
+            lease_until=retry_at,
+        )
+
+    def _settle(self, firing_id: str, **values: Any) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                firings.update().where(firings.c.firing_id == firing_id).values(updated_at=utcnow(), **values)
+            )
+
+    def reset(self, firing_id: str) -> Firing:
+        """Make a failed firing pending again (for `retry`)."""
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                sa.select(firings.c.record, firings.c.status).where(firings.c.firing_id == firing_id)
+            ).first()
+            if row is None:
+                raise MLAutomationsError(
+                    f"No firing has the id {firing_id!r}; `ml-automations history FILE --json` lists them."
+                )
+            if row.status not in ("failed", "pending"):
+                raise MLAutomationsError(
+                    f"Firing {firing_id!r} is {row.status}, not failed: there is nothing to retry."
+                )
+            connection.execute(
+                firings.update()
+                .where(firings.c.firing_id == firing_id)
+                .values(status="pending", lease_until=None, attempts=0, updated_at=utcnow())
+            )
+        return Firing.from_stored(row.record)
+
+    def history(
+        self, *, automation: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[HistoryRow]:
+        query = sa.select(firings).order_by(firings.c.created_at, firings.c.event_time, firings.c.firing_id)
+        if automation is not None:
+            query = query.where(firings.c.automation == automation)
+        if status is not None:
+            query = query.where(firings.c.status == status)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            return [
+                HistoryRow(
+                    firing=Firing.from_stored(row.record),
+                    status=row.status,
+                    attempts=row.attempts,
+                    error=row.error,
+                    result=row.result,
+                    count=row.count,
+                    created_at=_aware(row.created_at),  # type: ignore[arg-type]
+                    updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
+                )
+                for row in connection.execute(query)
+            ]
+
+
+class Cycle:
+    """What one sensor cycle does inside its transaction."""
+
+    def __init__(self, connection: Connection, name: str) -> None:
+        self.connection = connection
+        self.name = name
+        now = utcnow()
+        insert = _insert(connection)(sensor_state).values(name=name, data=None, cycles=0, updated_at=now)
+        connection.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
+        self.row = connection.execute(
+            sa.select(sensor_state).where(sensor_state.c.name == name).with_for_update()
+        ).one()
+
+    def state(self) -> EvaluatorState:
+        data = self.row.data
+        return EvaluatorState() if data is None else EvaluatorState.from_bytes(bytes(data))
+
+    def take_inbox(self, limit: int = 100_000) -> list[Event]:
+        """The oldest inbox events (at most `limit`), removed from the inbox with this cycle."""
+        rows = self.connection.execute(
+            sa.select(inbox.c.id, inbox.c.body).order_by(inbox.c.id).limit(limit)
+        ).all()
+        if rows:
+            self.connection.execute(inbox.delete().where(inbox.c.id.in_([r.id for r in rows])))
+        return [event_from_dict(json.loads(r.body)) for r in rows]
+
+    def record(self, new: Sequence[Firing], skips: Sequence[Skip] = ()) -> list[Firing]:
+        """Record firings as pending (a firing already recorded stays as it is) and held-back
+        matches as skipped; returns the firings that were new."""
+        now = utcnow()
+        recorded = []
+        for firing in new:
+            inserted = self.connection.execute(
+                _insert(self.connection)(firings)
+                .values(
+                    firing_id=firing.firing_id,
+                    automation=firing.automation,
+                    event_type=firing.event_type,
+                    subject=firing.subject,
+                    event_time=firing.timestamp,
+                    record=firing.to_stored(),
+                    status="pending",
+                    attempts=0,
+                    count=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["firing_id"])
+            )
+            if inserted.rowcount == 1:
+                recorded.append(firing)
+        for skip in skips:
+            self._record_skip(skip, now)
+        return recorded
+
+    def _record_skip(self, skip: Skip, now: datetime) -> None:
+        from prefect_ml_automations.decisions import firing_id
+
+        skip_id = firing_id("skipped", skip.automation, skip.subject, skip.reason)
+        table = firings
+        updated = self.connection.execute(
+            table.update()
+            .where(table.c.firing_id == skip_id)
+            .values(count=table.c.count + skip.count, updated_at=now)
+        )
+        if updated.rowcount == 0:
+            record = json.dumps({"automation": skip.automation, "subject": skip.subject, "reason": skip.reason})
+            self.connection.execute(
+                table.insert().values(
+                    firing_id=skip_id,
+                    automation=skip.automation,
+                    event_type="",
+                    subject=skip.subject,
+                    event_time=None,
+                    record=record,
+                    status="skipped",
+                    attempts=0,
+                    error=skip.reason,
+                    count=skip.count,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def save(self, state: EvaluatorState) -> None:
+        self.connection.execute(
+            sensor_state.update()
+            .where(sensor_state.c.name == self.name)
+            .values(data=state.to_bytes(), cycles=sensor_state.c.cycles + 1, updated_at=utcnow())
+        )
+
+
+def _insert(connection: Connection) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT DO NOTHING."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, _: Any) -> None:
+            dbapi_connection.isolation_level = None  # transactions are begun below, not by pysqlite
+            if ":memory:" not in url and url not in ("sqlite://", "sqlite:///"):
+                dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            dbapi_connection.execute("PRAGMA busy_timeout=60000")
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(connection: Connection) -> None:
+            # Take the write lock at once: two writers never interleave a cycle.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 — a malformed URL is shown as it is, minus nothing secret
+        return url.split("@")[-1]
