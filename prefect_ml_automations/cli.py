@@ -90,6 +90,161 @@ def evaluate(
     )
 
 
+@app.command
+def ingest(
+    file: ConfigFile,
+    events: Annotated[Path, Parameter(help="Normalized events, one JSON object per line.")],
+) -> None:
+    """Put a file of events into the inbox the sensor reads (all of them, or none)."""
+    from prefect_ml_automations.config import load_config
+    from prefect_ml_automations.events import read_events
+    from prefect_ml_automations.store import StateStore
+
+    config = load_config(file)
+    count = StateStore(config.store).put_events(read_events(events), origin="ingest")
+    print(f"{count} event{'s' if count != 1 else ''} put into the inbox of {config.store}.")
+
+
+@app.command
+def run(
+    file: ConfigFile,
+    *,
+    once: Annotated[bool, Parameter(help="One cycle, as a Prefect flow run, then exit.")] = False,
+    interval: Annotated[float, Parameter(help="Seconds between polls of the sources.")] = 30.0,
+) -> None:
+    """The sensor: evaluate new events, record firings, run their actions."""
+    import asyncio
+
+    from prefect_ml_automations.config import load_config
+
+    config = load_config(file)
+    if interval <= 0:
+        raise BadInputError(f"--interval must be a positive number of seconds, not {interval}.")
+    if once:
+        from prefect_ml_automations.flows import sensor_cycle
+
+        result = asyncio.run(sensor_cycle(str(file)))
+        print(json.dumps(result))
+        return
+    from prefect_ml_automations.runner import sensor_loop
+    from prefect_ml_automations.sensor import Sensor
+
+    asyncio.run(sensor_loop(Sensor(config), interval=interval))
+
+
+@app.command
+def receive(
+    file: ConfigFile,
+    *,
+    host: Annotated[str, Parameter(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, Parameter(help="Port to listen on.")] = 8765,
+    insecure: Annotated[
+        bool, Parameter(help="Accept requests without a token (loopback addresses only).")
+    ] = False,
+    sensor: Annotated[
+        bool, Parameter(help="Also run the sensor here, woken by each push (--no-sensor: not).")
+    ] = True,
+    interval: Annotated[float, Parameter(help="Seconds between sensor polls.")] = 30.0,
+) -> None:
+    """The push receiver: POST /events into the inbox (and, by default, the sensor)."""
+    from prefect_ml_automations.config import load_config
+    from prefect_ml_automations.runner import serve_receiver
+
+    config = load_config(file)
+    if insecure and host not in ("127.0.0.1", "localhost", "::1"):
+        raise BadInputError(f"--insecure is for loopback only; listen on 127.0.0.1, not {host!r}.")
+    serve_receiver(
+        config, host=host, port=port, insecure=insecure, with_sensor=sensor, interval=interval
+    )
+
+
+@app.command
+def apply(file: ConfigFile) -> None:
+    """Save a config file's automations (and its store) as Prefect blocks."""
+    from prefect_ml_automations.blocks import AutomationBlock, StateStoreBlock
+    from prefect_ml_automations.config import load_config
+
+    config = load_config(file)
+    for automation in config.automations:
+        name = block_name(automation.name)
+        AutomationBlock(automation=automation).save(name, overwrite=True)
+        print(f"saved automation {automation.name!r} as block ml-automation/{name}")
+    StateStoreBlock(url=config.store).save("ml-automations-store", overwrite=True)
+    print("saved the state store as block ml-automations-state-store/ml-automations-store")
+
+
+def block_name(name: str) -> str:
+    """A block document name from an automation name (lower case, letters, digits, dashes)."""
+    import re
+
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "automation"
+
+
+@app.command
+def history(
+    file: ConfigFile,
+    *,
+    automation: Annotated[str | None, Parameter(help="Only this automation.")] = None,
+    status: Annotated[
+        str | None, Parameter(help="Only this status: pending, finished, failed, skipped.")
+    ] = None,
+    json_lines: Annotated[
+        bool,
+        Parameter(
+            name="--json",
+            help="One SPEC §4 record per line (with status, attempts, error, flow_run_id).",
+        ),
+    ] = False,
+) -> None:
+    """The firing history of a config's state store."""
+    from prefect_ml_automations.config import load_config
+    from prefect_ml_automations.store import StateStore
+
+    if status is not None and status not in ("pending", "finished", "failed", "skipped"):
+        raise BadInputError(
+            f"--status {status!r} is not a status; use pending, finished, failed or skipped."
+        )
+    config = load_config(file)
+    rows = StateStore(config.store).history(automation=automation, status=status)
+    if json_lines:
+        for row in rows:
+            print(json.dumps(row.to_record()))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("when", "automation", "event", "subject", "status", "attempts", "detail")
+    for row in rows:
+        detail = row.error or row.result or ""
+        if row.status == "skipped":
+            detail = f"{row.error} ({row.count}×)"
+        table.add_row(
+            row.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            row.automation,
+            row.firing.event_type if row.firing else "",
+            row.subject,
+            row.status,
+            str(row.attempts),
+            detail,
+        )
+    Console().print(table)
+
+
+@app.command
+def retry(file: ConfigFile, firing_id: str) -> None:
+    """Run a failed firing's action again."""
+    import asyncio
+
+    from prefect_ml_automations.config import load_config
+    from prefect_ml_automations.sensor import Sensor
+
+    config = load_config(file)
+    delivery = asyncio.run(Sensor(config).retry(firing_id))
+    if delivery.status != "finished":
+        raise MLAutomationsError(f"Firing {firing_id} {delivery.status}: {delivery.error}")
+    print(f"Firing {firing_id} finished: {delivery.result or 'done'}.")
+
+
 def _parse_time(text: str, option: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)

@@ -99,6 +99,8 @@ class Skip:
     subject: str
     reason: str
     count: int = 1
+    #: Matched, but held back by the cooldown: recorded in the history as `skipped`.
+    held_back: bool = False
 
     def to_record(self) -> dict[str, Any]:
         return {

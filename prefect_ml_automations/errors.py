@@ -58,4 +58,12 @@ class SourceError(MLAutomationsError):
 
 
 class ActionError(MLAutomationsError):
-    """An action (deployment, webhook, notification) could not be carried out."""
+    """An action (deployment, webhook, notification) could not be carried out.
+
+    `retryable` says whether trying again later may help (a connection error, a 5xx) or not
+    (an unknown deployment, a 4xx answer).
+    """
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable

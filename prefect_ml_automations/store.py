@@ -88,9 +88,12 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class HistoryRow:
-    """One entry of the history: a firing (or a held-back match) and what became of it."""
+    """One entry of the history: a firing and what became of it, or a held-back match."""
 
-    firing: Firing
+    firing_id: str
+    automation: str
+    subject: str
+    firing: Firing | None  # None for a `skipped` entry
     status: FiringStatus
     attempts: int
     error: str | None
@@ -101,15 +104,21 @@ class HistoryRow:
 
     def to_record(self) -> dict[str, Any]:
         """The SPEC §4 record with `status`, `attempts`, `error`, `flow_run_id`."""
-        record = json.loads(self.firing.to_json())
+        if self.firing is None:
+            return {
+                "firing_id": self.firing_id,
+                "automation": self.automation,
+                "subject": self.subject,
+                "status": self.status,
+                "reason": self.error,
+                "count": self.count,
+            }
+        record: dict[str, Any] = json.loads(self.firing.to_json())
         record.update(status=self.status, attempts=self.attempts)
         if self.error:
             record["error"] = self.error
         if self.result:
-            key = "flow_run_id" if self.firing.event_type and _is_uuid(self.result) else "result"
-            record[key] = self.result
-        if self.count > 1:
-            record["count"] = self.count
+            record["flow_run_id" if _is_uuid(self.result) else "result"] = self.result
         return record
 
 
@@ -160,7 +169,11 @@ class StateStore:
             return 0
         now = utcnow()
         rows = [
-            {"received_at": now, "origin": origin, "body": e.model_dump_json(exclude_none=True, by_alias=True)}
+            {
+                "received_at": now,
+                "origin": origin,
+                "body": e.model_dump_json(exclude_none=True, by_alias=True),
+            }
             for e in events
         ]
         with self.engine.begin() as connection:
@@ -169,7 +182,9 @@ class StateStore:
 
     def inbox_size(self) -> int:
         with self.engine.connect() as connection:
-            return int(connection.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one())
+            return int(
+                connection.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one()
+            )
 
     def has_inbox(self) -> bool:
         with self.engine.connect() as connection:
@@ -202,7 +217,7 @@ class StateStore:
             return [Firing.from_stored(row.record) for row in connection.execute(query)]
 
     def claim(self, firing_id: str, now: datetime, lease: timedelta) -> int | None:
-        """Take a pending firing for its action; the attempt number, or None if someone else has it."""
+        """Take a pending firing for its action: the attempt number, or None if it is taken."""
         with self.engine.begin() as connection:
             claimed = connection.execute(
                 firings.update()
@@ -234,18 +249,23 @@ class StateStore:
     def _settle(self, firing_id: str, **values: Any) -> None:
         with self.engine.begin() as connection:
             connection.execute(
-                firings.update().where(firings.c.firing_id == firing_id).values(updated_at=utcnow(), **values)
+                firings.update()
+                .where(firings.c.firing_id == firing_id)
+                .values(updated_at=utcnow(), **values)
             )
 
     def reset(self, firing_id: str) -> Firing:
         """Make a failed firing pending again (for `retry`)."""
         with self.engine.begin() as connection:
             row = connection.execute(
-                sa.select(firings.c.record, firings.c.status).where(firings.c.firing_id == firing_id)
+                sa.select(firings.c.record, firings.c.status).where(
+                    firings.c.firing_id == firing_id
+                )
             ).first()
             if row is None:
                 raise MLAutomationsError(
-                    f"No firing has the id {firing_id!r}; `ml-automations history FILE --json` lists them."
+                    f"No firing has the id {firing_id!r}; "
+                    "`ml-automations history FILE --json` lists them."
                 )
             if row.status not in ("failed", "pending"):
                 raise MLAutomationsError(
@@ -261,7 +281,9 @@ class StateStore:
     def history(
         self, *, automation: str | None = None, status: str | None = None, limit: int | None = None
     ) -> list[HistoryRow]:
-        query = sa.select(firings).order_by(firings.c.created_at, firings.c.event_time, firings.c.firing_id)
+        query = sa.select(firings).order_by(
+            firings.c.created_at, firings.c.event_time, firings.c.firing_id
+        )
         if automation is not None:
             query = query.where(firings.c.automation == automation)
         if status is not None:
@@ -271,12 +293,15 @@ class StateStore:
         with self.engine.connect() as connection:
             return [
                 HistoryRow(
-                    firing=Firing.from_stored(row.record),
+                    firing_id=row.firing_id,
+                    automation=row.automation,
+                    subject=row.subject,
+                    firing=None if row.status == "skipped" else Firing.from_stored(row.record),
                     status=row.status,
                     attempts=row.attempts,
                     error=row.error,
                     result=row.result,
-                    count=row.count,
+                    count=row._mapping["count"],
                     created_at=_aware(row.created_at),  # type: ignore[arg-type]
                     updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
                 )
@@ -291,7 +316,9 @@ class Cycle:
         self.connection = connection
         self.name = name
         now = utcnow()
-        insert = _insert(connection)(sensor_state).values(name=name, data=None, cycles=0, updated_at=now)
+        insert = _insert(connection)(sensor_state).values(
+            name=name, data=None, cycles=0, updated_at=now
+        )
         connection.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
         self.row = connection.execute(
             sa.select(sensor_state).where(sensor_state.c.name == name).with_for_update()
@@ -350,7 +377,9 @@ class Cycle:
             .values(count=table.c.count + skip.count, updated_at=now)
         )
         if updated.rowcount == 0:
-            record = json.dumps({"automation": skip.automation, "subject": skip.subject, "reason": skip.reason})
+            record = json.dumps(
+                {"automation": skip.automation, "subject": skip.subject, "reason": skip.reason}
+            )
             self.connection.execute(
                 table.insert().values(
                     firing_id=skip_id,
@@ -413,5 +442,5 @@ def _safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 — a malformed URL is shown as it is, minus nothing secret
+    except Exception:  # a malformed URL: show only what follows the credentials
         return url.split("@")[-1]

@@ -9,21 +9,43 @@ written (with `${ENV}` taken from the environment when the config file is loaded
 from __future__ import annotations
 
 import re
-from typing import Annotated, ClassVar, Literal
+from abc import abstractmethod
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, JsonValue, SecretStr, field_validator
 
 from prefect_ml_automations.automations._types import StrictModel
+from prefect_ml_automations.errors import ActionError
+
+if TYPE_CHECKING:
+    from prefect_ml_automations.decisions import Firing
 
 _DEPLOYMENT = re.compile(r"^[^/\s][^/]*/[^/\s][^/]*$")
 
 
 class Action(StrictModel):
-    """Common to every action."""
+    """Common to every action: settings, and `deliver`, which carries the action out."""
 
     type: str
     #: Fields whose string values are templates (not environment references).
     templated_fields: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    async def deliver(self, firing: Firing) -> str | None:
+        """Carry the action out for a firing; returns what to keep in the history (a flow run
+        id, an HTTP status). Raises `ActionError` saying whether a retry may help."""
+
+
+def _values(firing: Firing) -> dict[str, Any]:
+    from prefect_ml_automations.templates import variables
+
+    return variables(firing)
+
+
+def _render(template: Any, firing: Firing) -> Any:
+    from prefect_ml_automations.templates import render
+
+    return render(template, _values(firing))
 
 
 class RunDeployment(Action):
@@ -46,6 +68,40 @@ class RunDeployment(Action):
             )
         return value
 
+    async def deliver(self, firing: Firing) -> str | None:
+        import httpx
+        from prefect.client.orchestration import get_client
+        from prefect.deployments.flow_runs import arun_deployment
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            async with get_client() as client:
+                try:
+                    deployment = await client.read_deployment_by_name(self.deployment)
+                except ObjectNotFound:
+                    raise ActionError(
+                        f"Deployment {self.deployment!r} does not exist; create it (for example "
+                        "with `prefect deploy`) or fix the name.",
+                        retryable=False,
+                    ) from None
+                # Prefect scopes idempotency keys per flow: the deployment id keeps two
+                # deployments of one flow apart.
+                flow_run = await arun_deployment(
+                    deployment.id,
+                    client=client,
+                    parameters=_render(self.parameters, firing),
+                    tags=self.tags or None,
+                    job_variables=self.job_variables or None,
+                    idempotency_key=f"{deployment.id}:{firing.firing_id}",
+                    timeout=0,
+                    as_subflow=False,
+                )
+        except httpx.HTTPError as exc:
+            raise ActionError(
+                f"The Prefect API could not be reached ({exc}).", retryable=True
+            ) from exc
+        return str(flow_run.id)
+
 
 class Webhook(Action):
     """POST a templated JSON payload; W&B-compatible auth (bearer token, HMAC signature)."""
@@ -60,12 +116,58 @@ class Webhook(Action):
     )
     templated_fields: ClassVar[tuple[str, ...]] = ("payload",)
 
+    #: Seconds to wait before each retry (connection errors, 429 and 5xx answers only).
+    retry_delays: ClassVar[tuple[float, ...]] = (0.5, 2.0, 5.0)
+
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError(f"{value!r} is not an http(s) URL; write it as https://host/path")
         return value
+
+    def signed_request(self, firing: Firing) -> tuple[bytes, dict[str, str]]:
+        """The body and headers to send: W&B-compatible bearer token and signature."""
+        import base64
+        import hashlib
+        import hmac
+        import json
+
+        body = json.dumps(_render(self.payload, firing)).encode()
+        headers = {"Content-Type": "application/json", **self.headers}
+        if self.access_token is not None:
+            headers["Authorization"] = f"Bearer {self.access_token.get_secret_value()}"
+        if self.secret is not None:
+            digest = hmac.new(
+                self.secret.get_secret_value().encode(), body, hashlib.sha256
+            ).digest()
+            headers["X-Wandb-Signature"] = base64.b64encode(digest).decode()
+        return body, headers
+
+    async def deliver(self, firing: Firing) -> str | None:
+        import asyncio
+
+        import httpx
+
+        body, headers = self.signed_request(firing)
+        problem = ""
+        async with httpx.AsyncClient(timeout=15) as client:
+            for delay in (*self.retry_delays, None):
+                try:
+                    response = await client.post(self.url, content=body, headers=headers)
+                except httpx.TransportError as exc:
+                    problem = f"could not connect ({exc.__class__.__name__})"
+                else:
+                    if response.status_code < 400:
+                        return f"HTTP {response.status_code}"
+                    problem = f"answered HTTP {response.status_code}: {response.text[:200]!r}"
+                    if response.status_code != 429 and response.status_code < 500:
+                        raise ActionError(f"The webhook {self.url} {problem}.", retryable=False)
+                    delay = _retry_after(response, delay)
+                if delay is None:
+                    break
+                await asyncio.sleep(delay)
+        raise ActionError(f"The webhook {self.url} {problem}, after retries.", retryable=True)
 
 
 class Notification(Action):
@@ -78,6 +180,34 @@ class Notification(Action):
     severity: Literal["info", "warn", "error"] = "info"
     templated_fields: ClassVar[tuple[str, ...]] = ("title", "message")
 
+    async def deliver(self, firing: Firing) -> str | None:
+        import inspect
+
+        from prefect.blocks.abstract import NotificationBlock
+        from prefect.blocks.core import Block
+
+        try:
+            block = await Block.aload(self.block)
+        except ValueError as exc:
+            raise ActionError(
+                f"No saved notification block is named {self.block!r} ({exc}); create it in the "
+                "Prefect UI (Blocks) or with its Python class's .save().",
+                retryable=False,
+            ) from None
+        if not isinstance(block, NotificationBlock):
+            raise ActionError(
+                f"Block {self.block!r} is a {type(block).__name__}, not a notification block.",
+                retryable=False,
+            )
+        subject = _render(self.title, firing)
+        if self.severity != "info":
+            subject = f"[{self.severity}] {subject}"
+        notify: Any = getattr(block, "notify")  # noqa: B009 — sync or async, by block
+        sent = notify(body=_render(self.message, firing), subject=subject)
+        if inspect.isawaitable(sent):
+            await sent
+        return None
+
 
 class EmitEvent(Action):
     """Emit a Prefect event, so Prefect's own automations and deployment triggers can react."""
@@ -87,11 +217,54 @@ class EmitEvent(Action):
     payload: dict[str, JsonValue] = Field(default_factory=dict)
     templated_fields: ClassVar[tuple[str, ...]] = ("payload",)
 
+    async def deliver(self, firing: Firing) -> str | None:
+        emitted = emit_firing_event(self.event, firing, _render(self.payload, firing))
+        if emitted is None:
+            raise ActionError("The Prefect event could not be emitted.", retryable=True)
+        return str(emitted.id)
+
 
 class NoOp(Action):
     """Record the firing only (for trying an automation out)."""
 
     type: Literal["no_op"]
+
+    async def deliver(self, firing: Firing) -> str | None:
+        return None
+
+
+def emit_firing_event(name: str, firing: Firing, payload: dict[str, Any] | None = None) -> Any:
+    """Emit a Prefect event about a firing (a fixed id per name and firing: no duplicates)."""
+    import uuid
+
+    from prefect.events import emit_event
+
+    return emit_event(
+        event=name,
+        resource={
+            "prefect.resource.id": f"ml-automations.firing.{firing.firing_id}",
+            "prefect.resource.name": firing.automation,
+        },
+        related=[
+            {
+                "prefect.resource.id": f"ml-automations.automation.{firing.automation}",
+                "prefect.resource.role": "automation",
+            }
+        ],
+        occurred=firing.timestamp,
+        payload={"firing": firing.model_dump(mode="json", exclude_none=True), **(payload or {})},
+        id=uuid.uuid5(uuid.NAMESPACE_URL, f"{name}/{firing.firing_id}"),
+    )
+
+
+def _retry_after(response: Any, default: float | None) -> float | None:
+    """Honour a Retry-After in seconds (capped at a minute) when there is a retry left."""
+    if default is None:
+        return None
+    try:
+        return min(float(response.headers.get("Retry-After", default)), 60.0)
+    except ValueError:
+        return default
 
 
 AnyAction = Annotated[

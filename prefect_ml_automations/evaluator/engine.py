@@ -107,8 +107,7 @@ class Evaluator:
             self._artifact_events(chunk, since_ns, explain, out)
             run.remember()
         out.firings.sort(key=lambda f: (f.arrival, self._rank[f.automation]))
-        if explain:
-            out.skips = _merged(out.skips)
+        out.skips = _merged(out.skips)
         return out
 
     # -- run states -----------------------------------------------------------------------------
@@ -151,6 +150,8 @@ class Evaluator:
                     cooldown = _ns(automation)
                     if last[code] != NO_TIME and ts < last[code] + cooldown:
                         reason = f"held back by the cooldown ({_cooldown_text(automation)})"
+                        out.skips.append(Skip(automation.name, subject, reason, held_back=True))
+                        continue
                     else:
                         last[code] = ts
                         out.firings.append(
@@ -457,6 +458,13 @@ class _MetricPass:
         fired_idx = candidate[fired]
         for i in fired_idx.tolist():
             out.firings.append(self._firing(automation, trigger, i, float(measured.value[i])))
+        held_back = candidate[~fired]
+        if len(held_back):
+            reason = f"held back by the cooldown ({_cooldown_text(automation)})"
+            runs, counts = np.unique(self.trigger_runs[held_back], return_counts=True)
+            for run, count in zip(runs.tolist(), counts.tolist(), strict=True):
+                subject = run_subject(self.state.runs.keys[run][1], self.state.runs.name[run])
+                out.skips.append(Skip(automation.name, subject, reason, count, held_back=True))
         if self.explain:
             self._explain(
                 automation,
@@ -535,9 +543,8 @@ class _MetricPass:
         out: Evaluation,
     ) -> None:
         full = self.segments.avail >= trigger.points_needed
-        held_back = np.zeros(len(value), bool)
+        held_back = np.zeros(len(value), bool)  # reported by _judge, always
         held_back[candidate[~fired]] = True
-        cooldown = f"held back by the cooldown ({_cooldown_text(automation)})"
         reasons: list[tuple[Bool, Callable[[int], str]]] = [
             (~timely, lambda run: "before --since"),
             (
@@ -547,9 +554,8 @@ class _MetricPass:
             (np.isnan(value), lambda run: trigger.undefined_reason()),
             (~holds, lambda run: f"{trigger.describe()} did not hold"),
             (~admitted, lambda run: self._filter_reason(automation, run)),
-            (held_back, lambda run: cooldown),
         ]
-        decided = np.zeros(len(value), bool)
+        decided = held_back.copy()
         for mask, reason in reasons:
             mask = mask & ~decided
             decided |= mask
@@ -578,7 +584,8 @@ def _merged(skips: list[Skip]) -> list[Skip]:
     for skip in skips:
         key = (skip.automation, skip.subject, skip.reason)
         counts[key] = counts.get(key, 0) + skip.count
-    return [Skip(a, subject, reason, count) for (a, subject, reason), count in counts.items()]
+    held = {(s.automation, s.subject, s.reason) for s in skips if s.held_back}
+    return [Skip(*key, count, held_back=key in held) for key, count in counts.items()]
 
 
 def _ns(automation: Automation) -> int:

@@ -1,0 +1,52 @@
+"""The sensor cycle as a Prefect flow, and what each cycle shows in the Prefect UI.
+
+Every cycle that did something leaves a table artifact (`ml-automations-sensor`) of what it
+evaluated, fired, held back and delivered, and emits a Prefect event per delivered firing
+(`ml.automation.firing.finished` / `.failed`), so Prefect automations can react to them too.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from prefect_ml_automations.automations.actions import emit_firing_event
+from prefect_ml_automations.config import load_config
+from prefect_ml_automations.sensor import CycleReport, Sensor, summary
+
+ARTIFACT_KEY = "ml-automations-sensor"
+
+
+async def publish(report: CycleReport, *, sensor: str = "default") -> None:
+    """Write the cycle's table artifact and its firing events (nothing for an idle cycle)."""
+    from prefect.artifacts import acreate_table_artifact
+
+    if report.idle:
+        return
+    await acreate_table_artifact(
+        table=report.table()
+        or [{"automation": "", "event": "", "subject": "", "status": "", "detail": ""}],
+        key=ARTIFACT_KEY,
+        description=f"Sensor {sensor!r}: {summary(report)}.",
+    )
+    for delivery in report.deliveries:
+        if delivery.status in ("finished", "failed"):
+            emit_firing_event(
+                f"ml.automation.firing.{delivery.status}",
+                delivery.firing,
+                {"result": delivery.result, "error": delivery.error},
+            )
+
+
+@flow(name="ml-automations-sensor", log_prints=True)
+async def sensor_cycle(config_file: str, sensor: str = "default") -> dict[str, int]:
+    """One sensor cycle for a config file: evaluate new events, record firings, act."""
+    config = load_config(config_file)
+    report = await Sensor(config, name=sensor).cycle()
+    await publish(report, sensor=sensor)
+    get_run_logger().info(summary(report))
+    return {
+        "events": report.events,
+        "fired": len(report.fired),
+        "finished": sum(d.status == "finished" for d in report.deliveries),
+        "failed": sum(d.status == "failed" for d in report.deliveries),
+    }

@@ -1,0 +1,136 @@
+"""The push receiver (SPEC §6): an ASGI app that takes events into the inbox, durably, at once.
+
+`POST /events` takes normalized events — one JSON object, a JSON array, or JSON lines — with
+`Authorization: Bearer <receiver.token>`. Every event is checked first; if any is malformed the
+request gets a 422 naming each problem and nothing is stored. Otherwise all of them are committed
+to the inbox before the 202 answer, and the sensor is woken so they fire within a second.
+`GET /health` answers without authentication.
+
+>>> # uvicorn.run(create_app(config, store))   — or: ml-automations receive FILE
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from prefect_ml_automations.config import AutomationsConfig
+from prefect_ml_automations.events import Event, describe_problem, event_from_dict
+from prefect_ml_automations.store import StateStore
+
+#: Largest request body accepted (bytes).
+MAX_BODY = 1 << 20
+
+
+class RequestProblem(Exception):
+    """A request that is answered with a 4xx and stores nothing."""
+
+    def __init__(self, status: int, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.problems = problems or []
+
+
+def parse_body(body: bytes) -> list[Event]:
+    """Events from a request body: a JSON object, a JSON array of them, or JSON lines."""
+    text = body.decode("utf-8", errors="strict").strip()
+    if not text:
+        raise RequestProblem(
+            400, "The request has no body; send one event, an array or JSON lines."
+        )
+    try:
+        parsed = json.loads(text)
+        items = parsed if isinstance(parsed, list) else [parsed]
+        where = "item" if isinstance(parsed, list) else "event"
+    except json.JSONDecodeError:
+        items, where = [], "line"
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise RequestProblem(
+                        400, f"Line {number} of the body is not valid JSON ({exc.msg})."
+                    ) from None
+    events, problems = [], []
+    for index, item in enumerate(items, start=1):
+        try:
+            events.append(event_from_dict(item))
+        except ValidationError as exc:
+            problems.append(f"{where} {index}: {describe_problem(exc)}")
+    if problems:
+        raise RequestProblem(
+            422, f"{len(problems)} malformed event(s); nothing was stored.", problems[:20]
+        )
+    return events
+
+
+def create_app(
+    config: AutomationsConfig,
+    store: StateStore,
+    *,
+    wake: Callable[[], None] | None = None,
+    insecure: bool = False,
+) -> FastAPI:
+    """The receiver for a config; `wake` is called after events are stored."""
+    token = config.receiver.token.get_secret_value() if config.receiver.token else None
+    if token is None and not insecure:
+        from prefect_ml_automations.errors import BadInputError
+
+        raise BadInputError(
+            "The receiver has no token: set receiver.token in the config (for example "
+            '"${RECEIVER_TOKEN}"), or pass --insecure to accept unauthenticated requests on '
+            "loopback only."
+        )
+    app = FastAPI(title="prefect-ml-automations receiver", docs_url=None, redoc_url=None)
+
+    def authorized(request: Request) -> bool:
+        if token is None:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    @app.exception_handler(RequestProblem)
+    async def _problem(_: Request, exc: RequestProblem) -> JSONResponse:
+        content: dict[str, Any] = {"error": str(exc)}
+        if exc.problems:
+            content["problems"] = exc.problems
+        return JSONResponse(content, status_code=exc.status)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "inbox": await asyncio.to_thread(store.inbox_size)}
+
+    @app.post("/events", status_code=202)
+    async def events(request: Request) -> dict[str, Any]:
+        if not authorized(request):
+            raise RequestProblem(
+                401, "Missing or wrong bearer token; send 'Authorization: Bearer <receiver.token>'."
+            )
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+            raise RequestProblem(
+                413, f"The body is larger than {MAX_BODY} bytes; send smaller batches."
+            )
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise RequestProblem(
+                413, f"The body is larger than {MAX_BODY} bytes; send smaller batches."
+            )
+        try:
+            parsed = parse_body(body)
+        except UnicodeDecodeError:
+            raise RequestProblem(400, "The body is not UTF-8 text.") from None
+        accepted = await asyncio.to_thread(store.put_events, parsed, origin="push")
+        if wake is not None:
+            wake()
+        return {"accepted": accepted}
+
+    return app

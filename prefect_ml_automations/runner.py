@@ -1,0 +1,86 @@
+"""Long-running processes: the sensor loop, and the receiver with the sensor beside it.
+
+The loop runs a cycle when it is woken (a push arrived), when the inbox has events (another
+process ingested some; checked every quarter second, one cheap query), when a retry falls due,
+or every `interval` seconds — never on an idle clock faster than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from prefect_ml_automations.config import AutomationsConfig
+from prefect_ml_automations.flows.sensor import publish
+from prefect_ml_automations.sensor import Sensor, summary
+from prefect_ml_automations.store import StateStore
+
+logger = logging.getLogger("prefect_ml_automations")
+
+#: How often an idle loop looks at the inbox (seconds).
+INBOX_POLL = 0.25
+
+
+async def sensor_loop(
+    sensor: Sensor, *, interval: float, wake: asyncio.Event | None = None, cycles: int | None = None
+) -> None:
+    """Run cycles until cancelled (or `cycles` of them have run)."""
+    wake = wake or asyncio.Event()
+    done = 0
+    while cycles is None or done < cycles:
+        report = await sensor.cycle()
+        done += 1
+        if not report.idle:
+            logger.info("sensor %s: %s", sensor.name, summary(report))
+            try:
+                await publish(report, sensor=sensor.name)
+            except Exception as exc:  # the UI is a view: a failed artifact stops nothing
+                logger.warning("could not write the cycle's artifact: %s", exc)
+        await _idle(sensor.store, wake, interval)
+
+
+async def _idle(store: StateStore, wake: asyncio.Event, interval: float) -> None:
+    """Wait for a wake-up, inbox events, or the interval, whichever comes first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + interval
+    while loop.time() < deadline:
+        if wake.is_set():
+            wake.clear()
+            return
+        if await asyncio.to_thread(store.has_inbox):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=min(INBOX_POLL, deadline - loop.time()))
+
+
+def serve_receiver(
+    config: AutomationsConfig,
+    *,
+    host: str,
+    port: int,
+    insecure: bool,
+    with_sensor: bool,
+    interval: float,
+) -> None:
+    """Serve the receiver (and the sensor loop, woken by each push) until interrupted."""
+    import uvicorn
+
+    from prefect_ml_automations.receiver import create_app
+
+    store = StateStore(config.store)
+    wake = asyncio.Event()
+    app = create_app(config, store, wake=wake.set, insecure=insecure)
+    if with_sensor:
+        sensor = Sensor(config, store)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: object):  # type: ignore[no-untyped-def]
+            task = asyncio.create_task(sensor_loop(sensor, interval=interval, wake=wake))
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        app.router.lifespan_context = lifespan
+    uvicorn.run(app, host=host, port=port, log_level="info")
