@@ -117,7 +117,7 @@ def run(
 
     from prefect_ml_automations.config import load_config
 
-    config = load_config(file)
+    load_config(file)  # bad input fails here, before anything starts
     if interval <= 0:
         raise BadInputError(f"--interval must be a positive number of seconds, not {interval}.")
     if once:
@@ -126,10 +126,9 @@ def run(
         result = asyncio.run(sensor_cycle(str(file)))
         print(json.dumps(result))
         return
-    from prefect_ml_automations.runner import sensor_loop
-    from prefect_ml_automations.sensor import Sensor
+    from prefect_ml_automations.flows import sensor_service
 
-    asyncio.run(sensor_loop(Sensor(config), interval=interval))
+    asyncio.run(sensor_service(str(file), interval=interval))
 
 
 @app.command
@@ -154,7 +153,13 @@ def receive(
     if insecure and host not in ("127.0.0.1", "localhost", "::1"):
         raise BadInputError(f"--insecure is for loopback only; listen on 127.0.0.1, not {host!r}.")
     serve_receiver(
-        config, host=host, port=port, insecure=insecure, with_sensor=sensor, interval=interval
+        str(file),
+        config,
+        host=host,
+        port=port,
+        insecure=insecure,
+        with_sensor=sensor,
+        interval=interval,
     )
 
 

@@ -21,6 +21,13 @@ logger = logging.getLogger("prefect_ml_automations")
 #: How often an idle loop looks at the inbox (seconds).
 INBOX_POLL = 0.25
 
+_WAKE: dict[str, asyncio.Event] = {}
+
+
+def wake_event(sensor: str) -> asyncio.Event:
+    """The event that wakes a sensor in this process (set by the receiver after a push)."""
+    return _WAKE.setdefault(sensor, asyncio.Event())
+
 
 async def sensor_loop(
     sensor: Sensor, *, interval: float, wake: asyncio.Event | None = None, cycles: int | None = None
@@ -55,6 +62,7 @@ async def _idle(store: StateStore, wake: asyncio.Event, interval: float) -> None
 
 
 def serve_receiver(
+    config_file: str,
     config: AutomationsConfig,
     *,
     host: str,
@@ -63,20 +71,20 @@ def serve_receiver(
     with_sensor: bool,
     interval: float,
 ) -> None:
-    """Serve the receiver (and the sensor loop, woken by each push) until interrupted."""
+    """Serve the receiver (and the sensor service, woken by each push) until interrupted."""
     import uvicorn
 
     from prefect_ml_automations.receiver import create_app
 
     store = StateStore(config.store)
-    wake = asyncio.Event()
-    app = create_app(config, store, wake=wake.set, insecure=insecure)
+    app = create_app(config, store, wake=lambda: wake_event("default").set(), insecure=insecure)
     if with_sensor:
-        sensor = Sensor(config, store)
+        from prefect_ml_automations.flows.sensor import sensor_service
 
         @contextlib.asynccontextmanager
         async def lifespan(_: object):  # type: ignore[no-untyped-def]
-            task = asyncio.create_task(sensor_loop(sensor, interval=interval, wake=wake))
+            wake_event("default")  # created on uvicorn's loop, before the first push
+            task = asyncio.create_task(sensor_service(config_file, interval=interval))
             yield
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -281,8 +281,9 @@ class StateStore:
     def history(
         self, *, automation: str | None = None, status: str | None = None, limit: int | None = None
     ) -> list[HistoryRow]:
+        skipped_last = sa.case((firings.c.status == "skipped", 1), else_=0)
         query = sa.select(firings).order_by(
-            firings.c.created_at, firings.c.event_time, firings.c.firing_id
+            firings.c.created_at, skipped_last, firings.c.event_time, firings.c.firing_id
         )
         if automation is not None:
             query = query.where(firings.c.automation == automation)
@@ -359,8 +360,9 @@ class Cycle:
                     updated_at=now,
                 )
                 .on_conflict_do_nothing(index_elements=["firing_id"])
+                .returning(firings.c.firing_id)
             )
-            if inserted.rowcount == 1:
+            if inserted.first() is not None:  # (rowcount is not reliable here on every driver)
                 recorded.append(firing)
         for skip in skips:
             self._record_skip(skip, now)

@@ -78,3 +78,110 @@ def fired_at(firings: list[Firing]) -> list[tuple[str | None, int | None]]:
 def ramp() -> list[dict[str, Any]]:
     """Run r1 logging acc = 0.1, 0.2, … 1.0 at steps 0..9, one second apart."""
     return [metric("r1", step, round(0.1 * (step + 1), 10), step) for step in range(10)]
+
+
+# -- the runtime: a real Prefect API, real stores ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One Prefect test server for the session (it takes seconds to start); yields its URL."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_HOME,
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    with (
+        temporary_settings(
+            {
+                PREFECT_HOME: str(home),
+                PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(home / "results"),
+                PREFECT_SERVER_ANALYTICS_ENABLED: False,
+                PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+            }
+        ),
+        prefect_test_harness(server_startup_timeout=120),
+    ):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def deployments(prefect_api: str) -> dict[str, Any]:
+    """Deployments `deploy-model/production`, `deploy-model/staging`, `train-model/nightly` (no worker:
+    their flow runs stay scheduled, which is all exactly-once needs)."""
+    import asyncio
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    @flow(name="deploy-model")
+    def deploy_model(model_version: str = "") -> None: ...
+
+    @flow(name="train-model")
+    def train_model(reason: str = "") -> None: ...
+
+    async def create() -> dict[str, Any]:
+        async with get_client() as client:
+            ids = {}
+            for fn, name in (
+                (deploy_model, "production"),
+                (deploy_model, "staging"),
+                (train_model, "nightly"),
+            ):
+                flow_id = await client.create_flow(fn)
+                ids[f"{fn.name}/{name}"] = await client.create_deployment(
+                    flow_id=flow_id, name=name
+                )
+            return ids
+
+    return asyncio.run(create())
+
+
+def flow_runs(deployment_id: Any) -> list[Any]:
+    """The flow runs of a deployment, oldest first."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                sort=FlowRunSort.ID_DESC,
+                limit=200,
+            )
+        return sorted(runs, key=lambda r: r.created)
+
+    return asyncio.run(read())
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def postgres_url() -> Any:
+    """A fresh, empty PostgreSQL database on the local server (dropped afterwards)."""
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(
+            f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc}); the many-workers mode needs it"
+        )
+    name = f"mla_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()

@@ -20,6 +20,7 @@ from prefect_ml_automations.errors import ActionError
 if TYPE_CHECKING:
     from prefect_ml_automations.decisions import Firing
 
+#: "flow-name/deployment-name", "block-type-slug/block-name"
 _DEPLOYMENT = re.compile(r"^[^/\s][^/]*/[^/\s][^/]*$")
 
 
@@ -174,11 +175,23 @@ class Notification(Action):
     """Send a message through a saved Prefect notification block (Slack, Teams, email, …)."""
 
     type: Literal["notification"]
-    block: str = Field(min_length=1, description="The name of a saved notification block.")
+    block: str = Field(
+        description="A saved notification block, 'type-slug/name': 'slack-webhook/team-alerts'."
+    )
     title: str = "${automation_name} fired"
     message: str = "${event_type} on ${run_name}${artifact_version_string}: ${metric_filter}"
     severity: Literal["info", "warn", "error"] = "info"
     templated_fields: ClassVar[tuple[str, ...]] = ("title", "message")
+
+    @field_validator("block")
+    @classmethod
+    def _slug_slash_name(cls, value: str) -> str:
+        if not _DEPLOYMENT.match(value):
+            raise ValueError(
+                f"{value!r} is not a block reference; write it as 'block-type-slug/block-name', "
+                "for example 'slack-webhook/team-alerts' (see `prefect block ls`)"
+            )
+        return value
 
     async def deliver(self, firing: Firing) -> str | None:
         import inspect

@@ -1,4 +1,4 @@
-"""The sensor cycle as a Prefect flow, and what each cycle shows in the Prefect UI.
+"""The sensor as Prefect flows, and what each cycle shows in the Prefect UI.
 
 Every cycle that did something leaves a table artifact (`ml-automations-sensor`) of what it
 evaluated, fired, held back and delivered, and emits a Prefect event per delivered firing
@@ -50,3 +50,13 @@ async def sensor_cycle(config_file: str, sensor: str = "default") -> dict[str, i
         "finished": sum(d.status == "finished" for d in report.deliveries),
         "failed": sum(d.status == "failed" for d in report.deliveries),
     }
+
+
+@flow(name="ml-automations-sensor-service", log_prints=True)
+async def sensor_service(config_file: str, interval: float = 30.0, sensor: str = "default") -> None:
+    """The sensor as one long-running flow run: cycles until cancelled, each busy cycle leaving
+    its artifact on this run. Woken early by pushes when it runs beside the receiver."""
+    from prefect_ml_automations.runner import sensor_loop, wake_event
+
+    config = load_config(config_file)
+    await sensor_loop(Sensor(config, name=sensor), interval=interval, wake=wake_event(sensor))
