@@ -40,11 +40,21 @@ async def sensor_loop(
         done += 1
         if not report.idle:
             logger.info("sensor %s: %s", sensor.name, summary(report))
+        if not report.idle and in_flow_run():
             try:
                 await publish(report, sensor=sensor.name)
             except Exception as exc:  # the UI is a view: a failed artifact stops nothing
                 logger.warning("could not write the cycle's artifact: %s", exc)
+        if cycles is not None and done >= cycles:
+            break
         await _idle(sensor.store, wake, interval)
+
+
+def in_flow_run() -> bool:
+    """Artifacts belong to flow runs: only a loop run as a flow (`sensor_service`) writes them."""
+    from prefect.context import FlowRunContext
+
+    return FlowRunContext.get() is not None
 
 
 async def _idle(store: StateStore, wake: asyncio.Event, interval: float) -> None:
