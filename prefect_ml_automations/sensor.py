@@ -120,13 +120,15 @@ class Sensor:
 
     async def deliver(self, now: datetime | None = None) -> list[Delivery]:
         """Step 2: carry out the actions of the firings that are due."""
-        deliveries = []
+        deliveries: list[Delivery] = []
         now = now or utcnow()
-        for firing in self.store.due(now):
-            attempt = self.store.claim(firing.firing_id, now, LEASE)
-            if attempt is None:
-                continue  # another sensor has it
-            deliveries.append(await self._deliver(firing, attempt))
+        while due := self.store.due(now, limit=500):
+            claimed = self.store.claim_many([f.firing_id for f in due], now, LEASE)
+            for firing in due:
+                if firing.firing_id in claimed:  # else another sensor has it
+                    deliveries.append(await self._deliver(firing, claimed[firing.firing_id]))
+            if not claimed:
+                break
         return deliveries
 
     async def _deliver(self, firing: Firing, attempt: int) -> Delivery:

@@ -218,21 +218,26 @@ class StateStore:
 
     def claim(self, firing_id: str, now: datetime, lease: timedelta) -> int | None:
         """Take a pending firing for its action: the attempt number, or None if it is taken."""
+        return self.claim_many([firing_id], now, lease).get(firing_id)
+
+    def claim_many(self, ids: Sequence[str], now: datetime, lease: timedelta) -> dict[str, int]:
+        """Take pending firings for their actions (a lease each): attempt number by id, for
+        those not taken by someone else."""
+        claimed: dict[str, int] = {}
         with self.engine.begin() as connection:
-            claimed = connection.execute(
-                firings.update()
-                .where(firings.c.firing_id == firing_id)
-                .where(firings.c.status == "pending")
-                .where(sa.or_(firings.c.lease_until.is_(None), firings.c.lease_until <= now))
-                .values(lease_until=now + lease, attempts=firings.c.attempts + 1, updated_at=now)
-            )
-            if claimed.rowcount != 1:
-                return None
-            return int(
-                connection.execute(
-                    sa.select(firings.c.attempts).where(firings.c.firing_id == firing_id)
-                ).scalar_one()
-            )
+            for chunk in _chunks(list(ids), 500):
+                rows = connection.execute(
+                    firings.update()
+                    .where(firings.c.firing_id.in_(chunk))
+                    .where(firings.c.status == "pending")
+                    .where(sa.or_(firings.c.lease_until.is_(None), firings.c.lease_until <= now))
+                    .values(
+                        lease_until=now + lease, attempts=firings.c.attempts + 1, updated_at=now
+                    )
+                    .returning(firings.c.firing_id, firings.c.attempts)
+                )
+                claimed.update({row.firing_id: row.attempts for row in rows})
+        return claimed
 
     def finish(self, firing_id: str, result: str | None) -> None:
         self._settle(firing_id, status="finished", result=result, error=None, lease_until=None)
@@ -342,62 +347,64 @@ class Cycle:
         """Record firings as pending (a firing already recorded stays as it is) and held-back
         matches as skipped; returns the firings that were new."""
         now = utcnow()
-        recorded = []
-        for firing in new:
-            inserted = self.connection.execute(
+        inserted: set[str] = set()
+        for chunk in _chunks(list(new), 1000):
+            rows = [
+                {
+                    "firing_id": f.firing_id,
+                    "automation": f.automation,
+                    "event_type": f.event_type,
+                    "subject": f.subject,
+                    "event_time": f.timestamp,
+                    "record": f.to_stored(),
+                    "status": "pending",
+                    "attempts": 0,
+                    "count": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for f in chunk
+            ]
+            statement = (
                 _insert(self.connection)(firings)
-                .values(
-                    firing_id=firing.firing_id,
-                    automation=firing.automation,
-                    event_type=firing.event_type,
-                    subject=firing.subject,
-                    event_time=firing.timestamp,
-                    record=firing.to_stored(),
-                    status="pending",
-                    attempts=0,
-                    count=1,
-                    created_at=now,
-                    updated_at=now,
-                )
                 .on_conflict_do_nothing(index_elements=["firing_id"])
-                .returning(firings.c.firing_id)
+                .returning(firings.c.firing_id)  # (rowcount is not reliable on every driver)
             )
-            if inserted.first() is not None:  # (rowcount is not reliable here on every driver)
-                recorded.append(firing)
-        for skip in skips:
-            self._record_skip(skip, now)
-        return recorded
+            inserted.update(row.firing_id for row in self.connection.execute(statement, rows))
+        self._record_skips(skips, now)
+        return [f for f in new if f.firing_id in inserted]
 
-    def _record_skip(self, skip: Skip, now: datetime) -> None:
+    def _record_skips(self, skips: Sequence[Skip], now: datetime) -> None:
+        """One `skipped` entry per automation, subject and reason, counting its matches."""
         from prefect_ml_automations.decisions import firing_id
 
-        skip_id = firing_id("skipped", skip.automation, skip.subject, skip.reason)
-        table = firings
-        updated = self.connection.execute(
-            table.update()
-            .where(table.c.firing_id == skip_id)
-            .values(count=table.c.count + skip.count, updated_at=now)
-        )
-        if updated.rowcount == 0:
-            record = json.dumps(
-                {"automation": skip.automation, "subject": skip.subject, "reason": skip.reason}
+        for chunk in _chunks(list(skips), 1000):
+            rows = [
+                {
+                    "firing_id": firing_id("skipped", s.automation, s.subject, s.reason),
+                    "automation": s.automation,
+                    "event_type": "",
+                    "subject": s.subject,
+                    "event_time": None,
+                    "record": "{}",
+                    "status": "skipped",
+                    "attempts": 0,
+                    "error": s.reason,
+                    "count": s.count,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for s in chunk
+            ]
+            statement = _insert(self.connection)(firings)
+            upsert = statement.on_conflict_do_update(
+                index_elements=["firing_id"],
+                set_={
+                    "count": firings.c.count + statement.excluded.count,
+                    "updated_at": statement.excluded.updated_at,
+                },
             )
-            self.connection.execute(
-                table.insert().values(
-                    firing_id=skip_id,
-                    automation=skip.automation,
-                    event_type="",
-                    subject=skip.subject,
-                    event_time=None,
-                    record=record,
-                    status="skipped",
-                    attempts=0,
-                    error=skip.reason,
-                    count=skip.count,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            self.connection.execute(upsert, rows)
 
     def save(self, state: EvaluatorState) -> None:
         self.connection.execute(
@@ -405,6 +412,11 @@ class Cycle:
             .where(sensor_state.c.name == self.name)
             .values(data=state.to_bytes(), cycles=sensor_state.c.cycles + 1, updated_at=utcnow())
         )
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _insert(connection: Connection) -> Any:

@@ -18,8 +18,12 @@ def test_a_push_wakes_the_idle_loop(tmp_path: Path, prefect_api: str) -> None:
         {
             "store": f"sqlite:///{tmp_path}/store.db",
             "automations": [
-                {"name": "a", "scope": {"project": "p"}, "event": {"type": "RUN_STATE", "states": ["failed"]},
-                 "action": {"type": "no_op"}}
+                {
+                    "name": "a",
+                    "scope": {"project": "p"},
+                    "event": {"type": "RUN_STATE", "states": ["failed"]},
+                    "action": {"type": "no_op"},
+                }
             ],
         },
         env={},
@@ -31,7 +35,9 @@ def test_a_push_wakes_the_idle_loop(tmp_path: Path, prefect_api: str) -> None:
         loop = asyncio.create_task(sensor_loop(sensor, interval=600, wake=wake, cycles=2))
         await asyncio.sleep(0.5)  # the first cycle found nothing: the loop now idles for 600 s
         pushed = time.perf_counter()
-        await asyncio.to_thread(sensor.store.put_events, events(state("r1", "failed", 0)), origin="push")
+        await asyncio.to_thread(
+            sensor.store.put_events, events(state("r1", "failed", 0)), origin="push"
+        )
         wake.set()
         await asyncio.wait_for(loop, timeout=10)
         return time.perf_counter() - pushed
