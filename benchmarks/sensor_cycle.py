@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from evaluate import AUTOMATIONS, synthetic  # noqa: E402
+from evaluate import AUTOMATIONS, synthetic
 
-from prefect_ml_automations.config import AutomationsConfig  # noqa: E402
-from prefect_ml_automations.evaluator import Evaluator, EvaluatorState  # noqa: E402
-from prefect_ml_automations.events import event_from_dict  # noqa: E402
-from prefect_ml_automations.sensor import Sensor  # noqa: E402
-from prefect_ml_automations.store import StateStore  # noqa: E402
+from prefect_ml_automations.config import AutomationsConfig
+from prefect_ml_automations.evaluator import Evaluator, EvaluatorState
+from prefect_ml_automations.events import event_from_dict
+from prefect_ml_automations.sensor import Sensor
+from prefect_ml_automations.store import StateStore
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
