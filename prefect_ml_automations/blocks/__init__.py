@@ -64,4 +64,24 @@ class StateStoreBlock(Block):
         return StateStore(self.url.get_secret_value())
 
 
-__all__ = ["AutomationBlock", "StateStoreBlock"]
+#: The name `ml-automations apply` gives the state store block.
+STORE_BLOCK = "ml-automations-store"
+
+
+async def load_config_from_blocks(store_block: str = STORE_BLOCK) -> Any:
+    """An `AutomationsConfig` made of every saved automation block and the state store block."""
+    from prefect.client.orchestration import get_client
+
+    from prefect_ml_automations.config import AutomationsConfig
+
+    store = await StateStoreBlock.aload(store_block)
+    async with get_client() as client:
+        documents = await client.read_block_documents_by_type(
+            AutomationBlock.get_block_type_slug(), offset=0, limit=10_000
+        )
+    automations = [AutomationBlock.model_validate(d.data).automation for d in documents]
+    automations.sort(key=lambda a: a.name)
+    return AutomationsConfig(store=store.url.get_secret_value(), automations=automations)
+
+
+__all__ = ["STORE_BLOCK", "AutomationBlock", "StateStoreBlock", "load_config_from_blocks"]

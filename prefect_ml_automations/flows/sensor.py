@@ -38,9 +38,15 @@ async def publish(report: CycleReport, *, sensor: str = "default") -> None:
 
 
 @flow(name="ml-automations-sensor", log_prints=True)
-async def sensor_cycle(config_file: str, sensor: str = "default") -> dict[str, int]:
-    """One sensor cycle for a config file: evaluate new events, record firings, act."""
-    config = load_config(config_file)
+async def sensor_cycle(config_file: str | None = None, sensor: str = "default") -> dict[str, int]:
+    """One sensor cycle: evaluate new events, record firings, act. The automations come from
+    `config_file`, or — without one — from the blocks `ml-automations apply` saved."""
+    if config_file is None:
+        from prefect_ml_automations.blocks import load_config_from_blocks
+
+        config = await load_config_from_blocks()
+    else:
+        config = load_config(config_file)
     report = await Sensor(config, name=sensor).cycle()
     await publish(report, sensor=sensor)
     get_run_logger().info(summary(report))
