@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -56,16 +57,20 @@ async def create_deployment() -> object:
         return await client.create_deployment(flow_id=flow_id, name="production")
 
 
-async def runs_of(deployment_id: object) -> list[dict[str, object]]:
+async def runs_of(deployment_id: object) -> list[dict[str, Any]]:
     from prefect.client.orchestration import get_client
 
-    found: list[dict[str, object]] = []
+    found: list[dict[str, Any]] = []
     async with get_client() as client:
         while True:
             response = await client._client.post(
                 "/flow_runs/filter",
-                json={"deployments": {"id": {"any_": [str(deployment_id)]}}, "sort": "ID_DESC",
-                      "limit": 200, "offset": len(found)},
+                json={
+                    "deployments": {"id": {"any_": [str(deployment_id)]}},
+                    "sort": "ID_DESC",
+                    "limit": 200,
+                    "offset": len(found),
+                },
             )
             page = response.json()
             found += page
@@ -74,7 +79,9 @@ async def runs_of(deployment_id: object) -> list[dict[str, object]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--gap", type=float, default=0.05)
     args = parser.parse_args()
@@ -89,9 +96,21 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
         receiver = subprocess.Popen(
-            [sys.executable, "-m", "prefect_ml_automations.cli", "receive", str(config),
-             "--port", str(port), "--insecure", "--interval", "60"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "prefect_ml_automations.cli",
+                "receive",
+                str(config),
+                "--port",
+                str(port),
+                "--insecure",
+                "--interval",
+                "60",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -106,9 +125,14 @@ def main() -> None:
                 time.sleep(3)  # the sensor service's flow run starts beside the receiver
                 sent: dict[int, float] = {}
                 for version in range(1, args.events + 1):
-                    event = {"type": "ADD_ARTIFACT_ALIAS", "registry": "models", "collection": "churn",
-                             "version": version, "alias": "production",
-                             "timestamp": f"2026-01-01T00:{version // 3600 % 60:02d}:{version % 60:02d}.{version:06d}Z"}
+                    event = {
+                        "type": "ADD_ARTIFACT_ALIAS",
+                        "registry": "models",
+                        "collection": "churn",
+                        "version": version,
+                        "alias": "production",
+                        "timestamp": f"2026-01-01T00:00:00.{version:06d}Z",
+                    }
                     sent[version] = time.time()
                     response = client.post("/events", content=json.dumps(event))
                     response.raise_for_status()
@@ -125,10 +149,11 @@ def main() -> None:
 
     from datetime import datetime
 
-    latencies = sorted(
-        datetime.fromisoformat(str(run["created"])).timestamp() - sent[int(run["parameters"]["model_version"])]  # type: ignore[index]
-        for run in runs
-    )
+    def latency(run: dict[str, Any]) -> float:
+        created = datetime.fromisoformat(str(run["created"])).timestamp()
+        return created - sent[int(run["parameters"]["model_version"])]
+
+    latencies = sorted(latency(run) for run in runs)
     if not latencies:
         print("no flow runs were started")
         return

@@ -19,7 +19,9 @@ from .conftest import events, state
 
 
 def test_blocks_register_through_the_prefect_collections_entry_point() -> None:
-    [entry] = [e for e in entry_points(group="prefect.collections") if e.name == "prefect_ml_automations"]
+    [entry] = [
+        e for e in entry_points(group="prefect.collections") if e.name == "prefect_ml_automations"
+    ]
     assert entry.value == "prefect_ml_automations.blocks"
     assert AutomationBlock.get_block_type_slug() == "ml-automation"
     assert StateStoreBlock._description
@@ -38,11 +40,18 @@ def test_apply_saves_blocks_and_the_sensor_runs_from_them(
         "    action: {type: no_op}\n"
     )
     assert main(["apply", str(config_file)]) == 0
-    assert "saved automation 'Page On Failure' as block ml-automation/page-on-failure" in capsys.readouterr().out
+    assert (
+        "saved automation 'Page On Failure' as block ml-automation/page-on-failure"
+        in capsys.readouterr().out
+    )
     loaded = asyncio.run(load_config_from_blocks())
-    assert [a.name for a in loaded.automations if a.name == "Page On Failure"] == ["Page On Failure"]
+    assert [a.name for a in loaded.automations if a.name == "Page On Failure"] == [
+        "Page On Failure"
+    ]
     assert loaded.store == f"sqlite:///{tmp_path}/store.db"
     assert "store.db" not in repr(StateStoreBlock.load("ml-automations-store"))  # a secret
-    StateStore(load_config(config_file).store).put_events(events(state("r1", "failed", 0)), origin="push")
+    StateStore(load_config(config_file).store).put_events(
+        events(state("r1", "failed", 0)), origin="push"
+    )
     result = asyncio.run(sensor_cycle())
     assert json.dumps(result) == json.dumps({"events": 1, "fired": 1, "finished": 1, "failed": 0})

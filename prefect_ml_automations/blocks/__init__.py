@@ -74,7 +74,7 @@ async def load_config_from_blocks(store_block: str = STORE_BLOCK) -> Any:
 
     from prefect_ml_automations.config import AutomationsConfig
 
-    store = await StateStoreBlock.aload(store_block)
+    store: StateStoreBlock = await StateStoreBlock.aload(store_block)
     async with get_client() as client:
         documents = await client.read_block_documents_by_type(
             AutomationBlock.get_block_type_slug(), offset=0, limit=10_000
