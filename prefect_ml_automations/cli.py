@@ -220,7 +220,9 @@ def history(
 
     table = Table("when", "automation", "event", "subject", "status", "attempts", "detail")
     for row in rows:
-        detail = row.error or row.result or ""
+        detail = row.error or ", ".join(
+            f"{k} {v}" for k, v in json.loads(row.result or "{}").items()
+        )
         if row.status == "skipped":
             detail = f"{row.error} ({row.count}×)"
         table.add_row(
@@ -247,7 +249,8 @@ def retry(file: ConfigFile, firing_id: str) -> None:
     delivery = asyncio.run(Sensor(config).retry(firing_id))
     if delivery.status != "finished":
         raise MLAutomationsError(f"Firing {firing_id} {delivery.status}: {delivery.error}")
-    print(f"Firing {firing_id} finished: {delivery.result or 'done'}.")
+    done = ", ".join(f"{k} {v}" for k, v in (delivery.result or {}).items()) or "done"
+    print(f"Firing {firing_id} finished: {done}.")
 
 
 def _parse_time(text: str, option: str) -> datetime:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from prefect_ml_automations.config import AutomationsConfig
 from prefect_ml_automations.decisions import Firing, Skip
@@ -40,7 +41,7 @@ class Delivery:
 
     firing: Firing
     status: str
-    result: str | None = None
+    result: dict[str, Any] | None = None
     error: str | None = None
 
 
@@ -79,7 +80,9 @@ class CycleReport:
 
 
 def _row(firing: Firing, status: str, delivery: Delivery | None) -> dict[str, object]:
-    detail = (delivery.error or delivery.result or "") if delivery else ""
+    detail = ""
+    if delivery is not None:
+        detail = delivery.error or ", ".join(f"{k} {v}" for k, v in (delivery.result or {}).items())
     return {
         "automation": firing.automation,
         "event": firing.event_type,

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from prefect_ml_automations.decisions import Firing, FiringStatus, Skip
+from prefect_ml_automations.decisions import Firing, FiringStatus, Skip, firing_id
 from prefect_ml_automations.errors import MLAutomationsError, StateError
 from prefect_ml_automations.evaluator import EvaluatorState
 from prefect_ml_automations.events import Event, event_from_dict
@@ -118,12 +118,8 @@ class HistoryRow:
         if self.error:
             record["error"] = self.error
         if self.result:
-            record["flow_run_id" if _is_uuid(self.result) else "result"] = self.result
+            record.update(json.loads(self.result))
         return record
-
-
-def _is_uuid(text: str) -> bool:
-    return len(text) == 36 and text.count("-") == 4
 
 
 class StateStore:
@@ -239,8 +235,10 @@ class StateStore:
                 claimed.update({row.firing_id: row.attempts for row in rows})
         return claimed
 
-    def finish(self, firing_id: str, result: str | None) -> None:
-        self._settle(firing_id, status="finished", result=result, error=None, lease_until=None)
+    def finish(self, firing_id: str, result: dict[str, Any] | None) -> None:
+        """The action succeeded; `result` (flow_run_id, http_status, …) joins the record."""
+        stored = json.dumps(result) if result else None
+        self._settle(firing_id, status="finished", result=stored, error=None, lease_until=None)
 
     def fail(self, firing_id: str, error: str, *, retry_at: datetime | None) -> None:
         """The action failed: try again at `retry_at`, or for good when it is None."""
@@ -376,8 +374,6 @@ class Cycle:
 
     def _record_skips(self, skips: Sequence[Skip], now: datetime) -> None:
         """One `skipped` entry per automation, subject and reason, counting its matches."""
-        from prefect_ml_automations.decisions import firing_id
-
         for chunk in _chunks(list(skips), 1000):
             rows = [
                 {

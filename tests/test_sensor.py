@@ -87,12 +87,11 @@ def test_an_alias_on_production_starts_the_deployment_once(
     assert len(report.fired) == 1
     [delivery] = report.deliveries
     assert delivery.status == "finished"
-    run = next(
-        r for r in flow_runs(deployments["deploy-model/production"]) if str(r.id) == delivery.result
-    )
+    run_id = delivery.result["flow_run_id"]  # type: ignore[index]
+    run = next(r for r in flow_runs(deployments["deploy-model/production"]) if str(r.id) == run_id)
     assert run.parameters == {"model_version": "models/churn:v4"}
     [row] = s.store.history(automation="deploy-on-production")
-    assert row.to_record()["flow_run_id"] == delivery.result
+    assert row.to_record()["flow_run_id"] == run_id
     assert row.to_record()["status"] == "finished"
     # Nothing new: an idle cycle does nothing at all.
     assert s.run_once().idle
@@ -158,7 +157,7 @@ def test_a_target_that_is_down_fails_with_its_error_and_retry_completes_it(
     )
     hook.mock(return_value=httpx.Response(200))
     assert main(["retry", str(config_file), row.firing_id]) == 0
-    assert capsys.readouterr().out == f"Firing {row.firing_id} finished: HTTP 200.\n"
+    assert capsys.readouterr().out == f"Firing {row.firing_id} finished: http_status 200.\n"
     assert s.store.history(automation="page-on-failure")[0].status == "finished"
 
 

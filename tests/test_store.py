@@ -135,7 +135,7 @@ def test_held_back_matches_accumulate_in_one_skipped_entry(store: StateStore) ->
 def test_reset_explains_unknown_and_finished_firings(store: StateStore) -> None:
     with store.cycle() as cycle:
         cycle.record([firing()])
-    store.finish("f1", "HTTP 200")
+    store.finish("f1", {"http_status": 200})
     with pytest.raises(MLAutomationsError, match="Firing 'f1' is finished, not failed"):
         store.reset("f1")
     with pytest.raises(MLAutomationsError, match="No firing has the id 'nope'"):

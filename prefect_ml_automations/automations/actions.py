@@ -32,9 +32,10 @@ class Action(StrictModel):
     templated_fields: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
-    async def deliver(self, firing: Firing) -> str | None:
-        """Carry the action out for a firing; returns what to keep in the history (a flow run
-        id, an HTTP status). Raises `ActionError` saying whether a retry may help."""
+    async def deliver(self, firing: Firing) -> dict[str, Any] | None:
+        """Carry the action out for a firing; returns what to keep in the history record
+        (`flow_run_id`, `http_status`, `event_id`). Raises `ActionError` saying whether a retry
+        may help."""
 
 
 def _values(firing: Firing) -> dict[str, Any]:
@@ -69,7 +70,7 @@ class RunDeployment(Action):
             )
         return value
 
-    async def deliver(self, firing: Firing) -> str | None:
+    async def deliver(self, firing: Firing) -> dict[str, Any] | None:
         import httpx
         from prefect.client.orchestration import get_client
         from prefect.deployments.flow_runs import arun_deployment
@@ -101,7 +102,7 @@ class RunDeployment(Action):
             raise ActionError(
                 f"The Prefect API could not be reached ({exc}).", retryable=True
             ) from exc
-        return str(flow_run.id)
+        return {"flow_run_id": str(flow_run.id)}
 
 
 class Webhook(Action):
@@ -145,7 +146,7 @@ class Webhook(Action):
             headers["X-Wandb-Signature"] = base64.b64encode(digest).decode()
         return body, headers
 
-    async def deliver(self, firing: Firing) -> str | None:
+    async def deliver(self, firing: Firing) -> dict[str, Any] | None:
         import asyncio
 
         import httpx
@@ -160,7 +161,7 @@ class Webhook(Action):
                     problem = f"could not connect ({exc.__class__.__name__})"
                 else:
                     if response.status_code < 400:
-                        return f"HTTP {response.status_code}"
+                        return {"http_status": response.status_code}
                     problem = f"answered HTTP {response.status_code}: {response.text[:200]!r}"
                     if response.status_code != 429 and response.status_code < 500:
                         raise ActionError(f"The webhook {self.url} {problem}.", retryable=False)
@@ -193,7 +194,7 @@ class Notification(Action):
             )
         return value
 
-    async def deliver(self, firing: Firing) -> str | None:
+    async def deliver(self, firing: Firing) -> dict[str, Any] | None:
         import inspect
 
         from prefect.blocks.abstract import NotificationBlock
@@ -230,11 +231,11 @@ class EmitEvent(Action):
     payload: dict[str, JsonValue] = Field(default_factory=dict)
     templated_fields: ClassVar[tuple[str, ...]] = ("payload",)
 
-    async def deliver(self, firing: Firing) -> str | None:
+    async def deliver(self, firing: Firing) -> dict[str, Any] | None:
         emitted = emit_firing_event(self.event, firing, _render(self.payload, firing))
         if emitted is None:
             raise ActionError("The Prefect event could not be emitted.", retryable=True)
-        return str(emitted.id)
+        return {"event_id": str(emitted.id)}
 
 
 class NoOp(Action):
@@ -242,7 +243,7 @@ class NoOp(Action):
 
     type: Literal["no_op"]
 
-    async def deliver(self, firing: Firing) -> str | None:
+    async def deliver(self, firing: Firing) -> dict[str, Any] | None:
         return None
 
 
