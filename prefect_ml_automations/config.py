@@ -8,9 +8,10 @@ at once, and raises `ConfigError` naming the automation, the field and the fix f
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -75,6 +76,7 @@ class AutomationsConfig(StrictModel):
 #: W&B's names for events that are spelled differently here.
 _WANDB_EVENT_NAMES = {"LINK_MODEL": "LINK_ARTIFACT"}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SECRET_REF = re.compile(r"\{\{\s*prefect\.blocks\.secret\.([a-z0-9-]+)\s*\}\}")
 _TOP_LEVEL = ("store", "receiver", "sources", "automations")
 
 
@@ -104,6 +106,7 @@ def parse_config(
     raw: Any,
     *,
     env: Mapping[str, str],
+    secrets: Callable[[str], str] | None = None,
     source: str = "the config",
     base: Path | None = None,
 ) -> AutomationsConfig:
@@ -123,7 +126,7 @@ def parse_config(
             problems.append(f"{key!r} is not a known top-level key{hint}")
     raw.setdefault("store", f"sqlite:///{(base or Path('.')) / DEFAULT_STORE_FILE}")
 
-    resolved = _substitute_env(raw, env, problems)
+    resolved = _substitute_env(raw, env, problems, secrets)
 
     sources = _validated_list(resolved, "sources", _source_label, SourceSettings, problems)
     _validated_list(resolved, "automations", _automation_label, Automation, problems)
@@ -205,8 +208,14 @@ def _cross_checks(raw: dict[str, Any], sources: list[Any]) -> Iterable[str]:
 
 
 def _substitute_env(
-    raw: dict[str, Any], env: Mapping[str, str], problems: list[str]
+    raw: dict[str, Any],
+    env: Mapping[str, str],
+    problems: list[str],
+    secrets: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
+    """`${NAME}` from the environment and `{{ prefect.blocks.secret.NAME }}` from a Prefect
+    Secret block, in every string outside action templates."""
+
     def walk(value: Any, where: str, templated: bool) -> Any:
         if isinstance(value, dict):
             return {
@@ -216,6 +225,7 @@ def _substitute_env(
         if isinstance(value, list):
             return [walk(v, f"{where}[{i}]", templated) for i, v in enumerate(value)]
         if isinstance(value, str) and not templated:
+            value = _SECRET_REF.sub(lambda m: secret(m[1], where), value)
             return _ENV_REF.sub(lambda m: lookup(m[1], where), value)
         return value
 
@@ -228,7 +238,24 @@ def _substitute_env(
         )
         return ""
 
+    def secret(name: str, where: str) -> str:
+        try:
+            return (secrets or _prefect_secret)(name)
+        except Exception as exc:  # the API is down, or no such block: say which and where
+            problems.append(
+                f"{where}: the Prefect Secret block {name!r} could not be read "
+                f"({exc.__class__.__name__}); create it (Blocks → Secret) or check PREFECT_API_URL"
+            )
+            return ""
+
     return {k: walk(v, str(k), False) for k, v in raw.items()}
+
+
+def _prefect_secret(name: str) -> str:
+    from prefect.blocks.system import Secret
+
+    value = Secret.load(name).get()
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _is_template(where: str, key: Any) -> bool:

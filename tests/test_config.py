@@ -344,3 +344,48 @@ def test_yaml_syntax_errors_name_the_line(tmp_path: Path) -> None:
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="can not read the file"):
         load_config(tmp_path / "nope.yaml", env={})
+
+
+def test_secrets_can_come_from_prefect_secret_blocks() -> None:
+    document = {
+        "sources": [
+            {
+                "name": "team",
+                "type": "wandb",
+                "entity": "t",
+                "api_key": "{{ prefect.blocks.secret.wandb-key }}",
+            }
+        ],
+        "automations": [
+            {
+                "name": "a",
+                "scope": {"registry": "models"},
+                "event": {"type": "ADD_ARTIFACT_ALIAS"},
+                "action": {
+                    "type": "webhook",
+                    "url": "https://x.invalid",
+                    "secret": "{{prefect.blocks.secret.hook}}",
+                    "payload": {"text": "{{ prefect.blocks.secret.hook }} stays a template"},
+                },
+            }
+        ],
+    }
+    stored = {"wandb-key": "k-1", "hook": "h-1"}
+    config = parse_config(document, env={}, secrets=stored.__getitem__)
+    assert config.sources[0].api_key.get_secret_value() == "k-1"
+    assert config.automations[0].action.secret.get_secret_value() == "h-1"
+    assert config.automations[0].action.payload == {
+        "text": "{{ prefect.blocks.secret.hook }} stays a template"
+    }
+    [message] = parse_problems(document, secrets={}.__getitem__)
+    assert message == (
+        "sources[0].api_key: the Prefect Secret block 'wandb-key' could not be read (KeyError); create it "
+        "(Blocks → Secret) or check PREFECT_API_URL"
+    )
+
+
+def parse_problems(document: dict[str, Any], secrets: Any) -> list[str]:
+    document = {**document, "automations": []}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, env={}, secrets=secrets)
+    return caught.value.problems
