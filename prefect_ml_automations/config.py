@@ -254,7 +254,8 @@ def _substitute_env(
 def _prefect_secret(name: str) -> str:
     from prefect.blocks.system import Secret
 
-    value = Secret.load(name).get()
+    block: Secret[Any] = Secret.load(name)  # type: ignore[assignment]  # (sync in this context)
+    value = block.get()
     return value if isinstance(value, str) else json.dumps(value)
 
 
