@@ -17,14 +17,17 @@ One cycle is two steps:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect_ml_automations.config import AutomationsConfig
 from prefect_ml_automations.decisions import Firing, Skip
 from prefect_ml_automations.errors import ActionError
 from prefect_ml_automations.evaluator import Evaluator, EventBatch
+from prefect_ml_automations.events import Event
+from prefect_ml_automations.sources import Source
 from prefect_ml_automations.store import StateStore, utcnow
 
 #: Attempts of a firing's action before it stays `failed`.
@@ -96,26 +99,41 @@ class Sensor:
     """Evaluates and fires the automations of a config against its state store."""
 
     def __init__(
-        self, config: AutomationsConfig, store: StateStore | None = None, *, name: str = "default"
+        self,
+        config: AutomationsConfig,
+        store: StateStore | None = None,
+        *,
+        name: str = "default",
+        sources: Sequence[Source] | None = None,
     ) -> None:
         self.config = config
         self.store = store or StateStore(config.store)
         self.name = name
         self.automations = {a.name: a for a in config.automations}
+        self.sources = list(sources) if sources is not None else sources_of(config)
 
-    def evaluate(self, *, limit: int = 100_000) -> CycleReport:
-        """Step 1: judge new events and record the firings, all in one transaction."""
+    def evaluate(self, *, limit: int = 100_000, now: datetime | None = None) -> CycleReport:
+        """Step 1: take the inbox, poll the sources, judge what they found and record the
+        firings and every cursor — all in one transaction."""
         report = CycleReport()
+        now = now or utcnow()
         with self.store.cycle(self.name) as cycle:
             events = cycle.take_inbox(limit)
-            if not events:
+            filling: list[Event] = []
+            for source in self.sources:
+                poll = source.poll(cycle.cursor(source.name), now)
+                cycle.save_cursor(source.name, poll.cursor)
+                events += poll.events
+                filling += poll.filling
+            if not events and not filling:
                 return report
             state = cycle.state()
-            evaluation = Evaluator(self.config.automations, state).evaluate(
-                EventBatch.from_events(events)
-            )
+            evaluator = Evaluator(self.config.automations, state)
+            if filling:  # what a tracker held before we watched it: fills windows, fires nothing
+                evaluator.evaluate(EventBatch.from_events(filling), since=_FAR_FUTURE)
+            evaluation = evaluator.evaluate(EventBatch.from_events(events))
             held_back = [s for s in evaluation.skips if s.held_back]
-            report.events = len(events)
+            report.events = len(events) + len(filling)
             report.fired = cycle.record(evaluation.firings, held_back)
             report.held_back = held_back
             cycle.save(state)
@@ -172,6 +190,22 @@ class Sensor:
         if attempt is None:
             return Delivery(firing, "pending", error="another sensor is delivering it right now")
         return await self._deliver(firing, attempt)
+
+
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def sources_of(config: AutomationsConfig) -> list[Source]:
+    """The sources a config names, each watching what its automations look at."""
+    from prefect_ml_automations.config import MLflowSourceSettings
+
+    sources: list[Source] = []
+    for settings in config.sources:
+        if isinstance(settings, MLflowSourceSettings):
+            from prefect_ml_automations.sources.mlflow import source_for
+
+            sources.append(source_for(settings, config.automations))
+    return sources
 
 
 def summary(report: CycleReport) -> str:

@@ -402,6 +402,29 @@ class Cycle:
             )
             self.connection.execute(upsert, rows)
 
+    def cursor(self, source: str) -> dict[str, Any] | None:
+        """What a source left last time (None before its first poll)."""
+        value = self.connection.execute(
+            sa.select(source_cursors.c.value)
+            .where(source_cursors.c.source == source)
+            .where(source_cursors.c.key == "cursor")
+        ).scalar()
+        return None if value is None else dict(json.loads(value))
+
+    def save_cursor(self, source: str, cursor: dict[str, Any]) -> None:
+        statement = _insert(self.connection)(source_cursors).values(
+            source=source, key="cursor", value=json.dumps(cursor), updated_at=utcnow()
+        )
+        self.connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["source", "key"],
+                set_={
+                    "value": statement.excluded.value,
+                    "updated_at": statement.excluded.updated_at,
+                },
+            )
+        )
+
     def save(self, state: EvaluatorState) -> None:
         self.connection.execute(
             sensor_state.update()

@@ -11,7 +11,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 python="${PYTHON:-python3}"
-key="$( { "$python" --version; cat pyproject.toml; } | sha256sum | cut -c1-16)"
+key="$( { "$python" --version; cat pyproject.toml; grep -- '-e "' scripts/dev.sh; } | sha256sum | cut -c1-16)"
 venv="${ML_AUTOMATIONS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/prefect-ml-automations/venv-$key}"
 
 # Runs a set-up step, showing its output only when it fails.
@@ -32,7 +32,7 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   "$python" -m venv "$venv"
   quietly "$venv/bin/python" -m pip install --upgrade pip
-  quietly "$venv/bin/python" -m pip install -e ".[dev]"
+  quietly "$venv/bin/python" -m pip install -e ".[dev,mlflow]"
   "$venv/bin/python" -c "import prefect_ml_automations, prefect, pytest" >/dev/null
   touch "$venv/.complete"
 else
