@@ -72,6 +72,59 @@ def parse_body(body: bytes) -> list[Event]:
     return events
 
 
+async def _limited_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    too_large = RequestProblem(
+        413, f"The body is larger than {MAX_BODY} bytes; send smaller batches."
+    )
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise too_large
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise too_large
+    return body
+
+
+#: How old an MLflow webhook's timestamp may be (seconds), against replays.
+MLFLOW_TOLERANCE = 300
+
+
+def _mlflow_signed(request: Request, body: bytes, secret: str | None) -> bool:
+    """X-MLflow-Signature: v1,<base64 HMAC-SHA256(secret, "{delivery id}.{timestamp}.{body}")>."""
+    import base64
+    import hashlib
+    import time
+
+    signature = request.headers.get("x-mlflow-signature", "")
+    delivery = request.headers.get("x-mlflow-delivery-id", "")
+    stamp = request.headers.get("x-mlflow-timestamp", "")
+    if secret is None or not signature.startswith("v1,") or not stamp.isdigit():
+        return False
+    if abs(time.time() - int(stamp)) > MLFLOW_TOLERANCE:
+        return False
+    signed = f"{delivery}.{stamp}.".encode() + body
+    expected = base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest())
+    return hmac.compare_digest(signature[3:].encode(), expected)
+
+
+def _mlflow_source(config: AutomationsConfig, name: str | None) -> tuple[str, str]:
+    """(source name, registry name) of the MLflow source a webhook reports on."""
+    from prefect_ml_automations.config import MLflowSourceSettings
+
+    sources = [s for s in config.sources if isinstance(s, MLflowSourceSettings)]
+    if name is not None:
+        sources = [s for s in sources if s.name == name]
+    if len(sources) == 1:
+        return sources[0].name, sources[0].registry
+    if not sources and name is None:
+        return "mlflow", "models"
+    raise RequestProblem(
+        404 if name is not None else 400,
+        f"No single MLflow source matches; name it in the URL, e.g. /mlflow?source=NAME "
+        f"(sources: {', '.join(s.name for s in sources) or 'none'}).",
+    )
+
+
 def create_app(
     config: AutomationsConfig,
     store: StateStore,
@@ -81,19 +134,19 @@ def create_app(
 ) -> FastAPI:
     """The receiver for a config; `wake` is called after events are stored."""
     token = config.receiver.token.get_secret_value() if config.receiver.token else None
-    if token is None and not insecure:
+    if token is None and config.receiver.secret is None and not insecure:
         from prefect_ml_automations.errors import BadInputError
 
         raise BadInputError(
-            "The receiver has no token: set receiver.token in the config (for example "
-            '"${RECEIVER_TOKEN}"), or pass --insecure to accept unauthenticated requests on '
-            "loopback only."
+            "The receiver has neither a token nor a secret: set receiver.token (and, for signed "
+            'webhooks, receiver.secret) in the config, for example "${RECEIVER_TOKEN}", or pass '
+            "--insecure to accept unauthenticated requests on loopback only."
         )
     app = FastAPI(title="prefect-ml-automations receiver", docs_url=None, redoc_url=None)
 
     def authorized(request: Request) -> bool:
         if token is None:
-            return True
+            return insecure
         given = request.headers.get("authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
@@ -107,6 +160,37 @@ def create_app(
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "inbox": await asyncio.to_thread(store.inbox_size)}
+
+    secret = config.receiver.secret.get_secret_value() if config.receiver.secret else None
+
+    @app.post("/mlflow", status_code=202)
+    async def mlflow_webhook(request: Request, source: str | None = None) -> dict[str, Any]:
+        """MLflow 3 registry webhooks, signed with `receiver.secret` (or the bearer token)."""
+        body = await _limited_body(request)
+        if not authorized(request) and not _mlflow_signed(request, body, secret):
+            raise RequestProblem(
+                401,
+                "The MLflow signature is missing, wrong or older than 5 minutes; give the webhook "
+                "the receiver's secret (or send the bearer token).",
+            )
+        try:
+            payload = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise RequestProblem(400, f"The body is not valid JSON ({exc.msg}).") from None
+        if not isinstance(payload, dict) or "entity" not in payload:
+            raise RequestProblem(422, "This is not an MLflow webhook payload (no 'entity').")
+        name, registry = _mlflow_source(config, source)
+        from prefect_ml_automations.sources.mlflow import registry_changes
+
+        stored = await asyncio.to_thread(
+            store.push_source_change,
+            name,
+            lambda cursor: registry_changes(cursor, payload, registry),
+            origin="mlflow",
+        )
+        if stored and wake is not None:
+            wake()
+        return {"accepted": stored}
 
     @app.post("/events", status_code=202)
     async def events(request: Request) -> dict[str, Any]:

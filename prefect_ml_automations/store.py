@@ -12,7 +12,7 @@ recording a firing twice is a no-op. Actions are claimed with a lease before the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -175,6 +175,46 @@ class StateStore:
         with self.engine.begin() as connection:
             connection.execute(inbox.insert(), rows)
         return len(rows)
+
+    def push_source_change(
+        self,
+        source: str,
+        change: Callable[[dict[str, Any] | None], tuple[list[Event], dict[str, Any] | None]],
+        *,
+        origin: str,
+    ) -> int:
+        """A pushed change to a polled source: `change` turns the source's cursor into the events
+        not seen yet and the updated cursor; both are stored in one transaction, serialized with
+        the sensor's cycles (which poll with that cursor). Returns how many events were stored."""
+        now = utcnow()
+        with self.engine.begin() as connection:
+            # The sensor state row is the lock a cycle holds while it polls.
+            connection.execute(
+                _insert(connection)(sensor_state)
+                .values(name="default", data=None, cycles=0, updated_at=now)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            connection.execute(
+                sa.select(sensor_state.c.name)
+                .where(sensor_state.c.name == "default")
+                .with_for_update()
+            )
+            events, cursor = change(read_cursor(connection, source))
+            if cursor is not None:
+                write_cursor(connection, source, cursor)
+            if events:
+                connection.execute(
+                    inbox.insert(),
+                    [
+                        {
+                            "received_at": now,
+                            "origin": origin,
+                            "body": e.model_dump_json(exclude_none=True, by_alias=True),
+                        }
+                        for e in events
+                    ],
+                )
+        return len(events)
 
     def inbox_size(self) -> int:
         with self.engine.connect() as connection:
@@ -404,26 +444,10 @@ class Cycle:
 
     def cursor(self, source: str) -> dict[str, Any] | None:
         """What a source left last time (None before its first poll)."""
-        value = self.connection.execute(
-            sa.select(source_cursors.c.value)
-            .where(source_cursors.c.source == source)
-            .where(source_cursors.c.key == "cursor")
-        ).scalar()
-        return None if value is None else dict(json.loads(value))
+        return read_cursor(self.connection, source)
 
     def save_cursor(self, source: str, cursor: dict[str, Any]) -> None:
-        statement = _insert(self.connection)(source_cursors).values(
-            source=source, key="cursor", value=json.dumps(cursor), updated_at=utcnow()
-        )
-        self.connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=["source", "key"],
-                set_={
-                    "value": statement.excluded.value,
-                    "updated_at": statement.excluded.updated_at,
-                },
-            )
-        )
+        write_cursor(self.connection, source, cursor)
 
     def save(self, state: EvaluatorState) -> None:
         self.connection.execute(
@@ -431,6 +455,27 @@ class Cycle:
             .where(sensor_state.c.name == self.name)
             .values(data=state.to_bytes(), cycles=sensor_state.c.cycles + 1, updated_at=utcnow())
         )
+
+
+def read_cursor(connection: Connection, source: str) -> dict[str, Any] | None:
+    value = connection.execute(
+        sa.select(source_cursors.c.value)
+        .where(source_cursors.c.source == source)
+        .where(source_cursors.c.key == "cursor")
+    ).scalar()
+    return None if value is None else dict(json.loads(value))
+
+
+def write_cursor(connection: Connection, source: str, cursor: dict[str, Any]) -> None:
+    statement = _insert(connection)(source_cursors).values(
+        source=source, key="cursor", value=json.dumps(cursor), updated_at=utcnow()
+    )
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["source", "key"],
+            set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
+        )
+    )
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -134,7 +134,7 @@ def test_health_needs_no_token(client: TestClient) -> None:
 
 def test_without_a_token_the_receiver_refuses_to_start_unless_insecure(store: StateStore) -> None:
     config = parse_config({"store": store.url}, env={})
-    with pytest.raises(BadInputError, match="The receiver has no token"):
+    with pytest.raises(BadInputError, match="The receiver has neither a token nor a secret"):
         create_app(config, store)
     open_client = TestClient(create_app(config, store, insecure=True))
     assert (

@@ -300,6 +300,82 @@ class MLflowSource:
         seen["after_ms"] = newest
 
 
+def registry_changes(
+    cursor: dict[str, Any] | None, body: dict[str, Any], registry: str
+) -> tuple[list[Event], dict[str, Any] | None]:
+    """The events of one MLflow registry webhook call, and the source's cursor with the change
+    applied to its registry snapshot.
+
+    The poller finds registry changes by comparing with this snapshot, so a change that came by
+    webhook first is not found again by polling — and a change the poller saw first is dropped
+    here: each change gives one event, however it arrives.
+    """
+    entity, action, data = body.get("entity"), body.get("action"), body.get("data") or {}
+    name = data.get("name")
+    if not isinstance(name, str):
+        return [], cursor
+    snapshot = None if cursor is None else cursor.setdefault("registry", {})
+    model = None if snapshot is None else snapshot.setdefault(name, {"aliases": {}, "versions": {}})
+    when = body.get("timestamp") or datetime.now(UTC).isoformat()
+    place = {"registry": registry, "collection": name, "artifact_type": "model", "timestamp": when}
+    events: list[Event] = []
+
+    def tags_of(version: str) -> list[str]:
+        return [] if model is None else list(model["versions"].setdefault(version, []))
+
+    if (entity, action) == ("model_version", "created"):
+        version = str(data.get("version"))
+        if model is None or version not in model["versions"]:
+            events.append(
+                event_from_dict({**place, "type": "LINK_ARTIFACT", "version": int(version)})
+            )
+            tags = sorted(_tag(k, v) for k, v in (data.get("tags") or {}).items())
+            if model is not None:
+                model["versions"][version] = tags
+    elif (entity, action) == ("model_version_tag", "set"):
+        version, tag = str(data.get("version")), _tag(str(data.get("key")), data.get("value"))
+        current = tags_of(version)
+        if tag not in current:
+            events.append(
+                event_from_dict(
+                    {**place, "type": "ADD_ARTIFACT_TAG", "version": int(version), "tag": tag}
+                )
+            )
+            replaced = [t for t in current if t.split("=", 1)[0] != data.get("key")]
+            if model is not None:
+                model["versions"][version] = sorted([*replaced, tag])
+    elif (entity, action) == ("model_version_tag", "deleted"):
+        version, key = str(data.get("version")), str(data.get("key"))
+        gone = [t for t in tags_of(version) if t.split("=", 1)[0] == key]
+        if model is None or gone:
+            for tag in gone or [key]:
+                events.append(
+                    event_from_dict(
+                        {
+                            **place,
+                            "type": "REMOVE_ARTIFACT_TAG",
+                            "version": int(version),
+                            "tag": tag,
+                        }
+                    )
+                )
+            if model is not None:
+                model["versions"][version] = [t for t in tags_of(version) if t not in gone]
+    elif (entity, action) == ("model_version_alias", "created"):
+        number, alias = int(str(data.get("version"))), str(data.get("alias"))
+        if model is None or model["aliases"].get(alias) != number:
+            events.append(
+                event_from_dict(
+                    {**place, "type": "ADD_ARTIFACT_ALIAS", "version": number, "alias": alias}
+                )
+            )
+            if model is not None:
+                model["aliases"][alias] = number
+    elif (entity, action) == ("model_version_alias", "deleted") and model is not None:
+        model["aliases"].pop(str(data.get("alias")), None)
+    return events, cursor
+
+
 def source_for(settings: MLflowSourceSettings, automations: list[Any]) -> MLflowSource:
     """The MLflow source watching what the automations that name it (or no source) look at."""
     mine = [a for a in automations if a.source in (None, settings.name)]
