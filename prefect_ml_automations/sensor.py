@@ -198,13 +198,14 @@ _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 def sources_of(config: AutomationsConfig) -> list[Source]:
     """The sources a config names, each watching what its automations look at."""
     from prefect_ml_automations.config import MLflowSourceSettings
+    from prefect_ml_automations.sources import mlflow, wandb
 
     sources: list[Source] = []
     for settings in config.sources:
         if isinstance(settings, MLflowSourceSettings):
-            from prefect_ml_automations.sources.mlflow import source_for
-
-            sources.append(source_for(settings, config.automations))
+            sources.append(mlflow.source_for(settings, config.automations))
+        else:
+            sources.append(wandb.source_for(settings, config.automations))
     return sources
 
 
