@@ -107,6 +107,37 @@ def _mlflow_signed(request: Request, body: bytes, secret: str | None) -> bool:
     return hmac.compare_digest(signature[3:].encode(), expected)
 
 
+def _wandb_signed(request: Request, body: bytes, secret: str | None) -> bool:
+    """X-Wandb-Signature: HMAC-SHA256 of the body with the secret, base64 (W&B's docs) or hex."""
+    import base64
+    import hashlib
+
+    given = request.headers.get("x-wandb-signature", "").strip()
+    if secret is None or not given:
+        return False
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    candidates = (base64.b64encode(digest).decode(), digest.hex())
+    return any(hmac.compare_digest(given, c) for c in candidates)
+
+
+def _wandb_source(config: AutomationsConfig, name: str | None) -> tuple[str, str]:
+    """(source name, entity) of the W&B source a webhook reports on."""
+    from prefect_ml_automations.config import WandbSourceSettings
+
+    sources = [s for s in config.sources if isinstance(s, WandbSourceSettings)]
+    if name is not None:
+        sources = [s for s in sources if s.name == name]
+    if len(sources) == 1:
+        return sources[0].name, sources[0].entity
+    if not sources and name is None:
+        return "wandb", ""
+    raise RequestProblem(
+        404 if name is not None else 400,
+        f"No single W&B source matches; name it in the URL, e.g. /wandb?source=NAME "
+        f"(sources: {', '.join(s.name for s in sources) or 'none'}).",
+    )
+
+
 def _mlflow_source(config: AutomationsConfig, name: str | None) -> tuple[str, str]:
     """(source name, registry name) of the MLflow source a webhook reports on."""
     from prefect_ml_automations.config import MLflowSourceSettings
@@ -188,6 +219,41 @@ def create_app(
             lambda cursor: registry_changes(cursor, payload, registry),
             origin="mlflow",
         )
+        if stored and wake is not None:
+            wake()
+        return {"accepted": stored}
+
+    @app.post("/wandb", status_code=202)
+    async def wandb_webhook(request: Request, source: str | None = None) -> dict[str, Any]:
+        """W&B automation webhooks: bearer token, or X-Wandb-Signature made with the secret."""
+        body = await _limited_body(request)
+        if not authorized(request) and not _wandb_signed(request, body, secret):
+            raise RequestProblem(
+                401,
+                "Missing or wrong bearer token or X-Wandb-Signature; give the W&B webhook the "
+                "receiver's token (access token) or secret.",
+            )
+        try:
+            payload = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise RequestProblem(400, f"The body is not valid JSON ({exc.msg}).") from None
+        if not isinstance(payload, dict) or "event_type" not in payload:
+            raise RequestProblem(
+                422, "The payload has no 'event_type'; put W&B's ${event_type} into its template."
+            )
+        name, entity = _wandb_source(config, source)
+        from prefect_ml_automations.sources.wandb import webhook_changes
+        from prefect_ml_automations.store import utcnow
+
+        try:
+            stored = await asyncio.to_thread(
+                store.push_source_change,
+                name,
+                lambda cursor: webhook_changes(cursor, payload, entity, utcnow()),
+                origin="wandb",
+            )
+        except (ValueError, ValidationError) as exc:
+            raise RequestProblem(422, f"The W&B payload can not be read: {exc}") from None
         if stored and wake is not None:
             wake()
         return {"accepted": stored}

@@ -185,3 +185,23 @@ def postgres_url() -> Any:
     finally:
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.close()
+
+
+# -- W&B, faked at the httpx edge ----------------------------------------------------------------
+
+WANDB_API = "https://api.wandb.ai/graphql"
+
+
+@pytest.fixture
+def fake() -> Any:
+    """A fake W&B GraphQL API behind respx (Prefect's own API on 127.0.0.1 passes through)."""
+    import respx
+
+    from .wandb_fake import FakeWandb
+
+    fake = FakeWandb()
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(host="127.0.0.1").pass_through()
+        mock.post(WANDB_API).mock(side_effect=fake.handle)
+        fake.mock = mock  # type: ignore[attr-defined]
+        yield fake

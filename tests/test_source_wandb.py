@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-import respx
 
 from prefect_ml_automations.config import WandbSourceSettings, parse_config
 from prefect_ml_automations.errors import SourceError
@@ -17,24 +16,13 @@ from prefect_ml_automations.sensor import Sensor
 from prefect_ml_automations.sources import wandb
 from prefect_ml_automations.sources.wandb import WandbSource
 
+from .conftest import WANDB_API as API
 from .wandb_fake import FakeRun, FakeVersion, FakeWandb
-
-API = "https://api.wandb.ai/graphql"
 
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wandb, "RETRY_DELAYS", (0.0, 0.0, 0.0))
-
-
-@pytest.fixture
-def fake() -> Any:
-    fake = FakeWandb()
-    with respx.mock(assert_all_called=False) as mock:
-        mock.route(host="127.0.0.1").pass_through()
-        mock.post(API).mock(side_effect=fake.handle)
-        fake.mock = mock
-        yield fake
 
 
 def source(**kw: Any) -> WandbSource:

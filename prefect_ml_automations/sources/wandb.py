@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -405,3 +406,108 @@ def source_for(settings: WandbSourceSettings, automations: list[Any]) -> WandbSo
     projects = {a.project for a in mine if a.project is not None}
     registries = {a.scope.registry for a in mine if getattr(a.scope, "registry", None)}
     return WandbSource(settings, projects=projects, registries=registries)
+
+
+_VERSION_STRING = re.compile(
+    r"^(?:(?P<entity>[^/]+)/)?(?P<project>[^/]+)/(?P<collection>[^:/]+):v(?P<version>\d+)$"
+)
+#: W&B's event names for the ones spelled differently here.
+_WANDB_TYPES = {"LINK_MODEL": "LINK_ARTIFACT"}
+
+
+def webhook_changes(
+    cursor: dict[str, Any] | None, payload: dict[str, Any], entity: str, now: datetime
+) -> tuple[list[Event], dict[str, Any] | None]:
+    """The event of one W&B webhook call, and the source's cursor with the change applied.
+
+    W&B's body is the payload template the automation was given; the receiver understands one
+    carrying W&B's own variables: `event_type`, `artifact_version_string`, `alias`, `tag`,
+    `event_author`, and for run events `entity_name`, `project_name`, `run_id`, `run_name`,
+    `run_status`. A change the poller already reported (it is in the cursor's snapshot) gives no
+    event, and a change given here is not reported again by the poller.
+    """
+    kind = _WANDB_TYPES.get(str(payload.get("event_type")), str(payload.get("event_type")))
+    when = now.isoformat()
+    user = payload.get("event_author") or None
+    if kind == "RUN_STATE":
+        project = f"{payload.get('entity_name') or entity}/{payload.get('project_name')}"
+        state = STATES.get(str(payload.get("run_status", "")).lower())
+        run_id = str(payload.get("run_id") or "")
+        if state is None or not run_id:
+            raise ValueError(
+                "a RUN_STATE call needs run_id and run_status (running, finished, failed, crashed)"
+            )
+        memory = (
+            None
+            if cursor is None
+            else cursor.setdefault("runs", {}).setdefault(
+                f"{project}/{run_id}", {"state": None, "step": -1, "system": ""}
+            )
+        )
+        if memory is not None and memory["state"] == state:
+            return [], cursor
+        if memory is not None:
+            memory["state"] = state
+        event = {
+            "type": "RUN_STATE",
+            "project": project,
+            "run_id": run_id,
+            "state": state,
+            "run_name": payload.get("run_name") or None,
+            "user": user,
+            "timestamp": when,
+        }
+        return [event_from_dict(event)], cursor
+    match = _VERSION_STRING.match(str(payload.get("artifact_version_string", "")))
+    if match is None:
+        raise ValueError(
+            "artifact_version_string must look like entity/project/collection:v3 "
+            "(put ${artifact_version_string} into the webhook's payload)"
+        )
+    owner = match["entity"] or entity
+    project, collection, version = match["project"], match["collection"], match["version"]
+    place: dict[str, Any] = (
+        {"registry": project.removeprefix(REGISTRY_PREFIX)}
+        if project.startswith(REGISTRY_PREFIX)
+        else {"project": f"{owner}/{project}"}
+    )
+    key = (
+        f"{project if project.startswith(REGISTRY_PREFIX) else owner + '/' + project}/{collection}"
+    )
+    snapshot = None if cursor is None else cursor.setdefault("collections", {}).setdefault(key, {})
+    known = snapshot is not None and version in snapshot
+    info = (
+        None
+        if snapshot is None
+        else snapshot.setdefault(version, {"aliases": [], "tags": [], "created": when})
+    )
+    change: dict[str, Any] = {}
+    if kind == "ADD_ARTIFACT_ALIAS":
+        change = {"alias": payload.get("alias")}
+    elif kind in ("ADD_ARTIFACT_TAG", "REMOVE_ARTIFACT_TAG"):
+        change = {"tag": payload.get("tag")}
+    if info is not None:
+        value = next(iter(change.values()), None)
+        seen = {
+            "ADD_ARTIFACT_ALIAS": value in info["aliases"],
+            "ADD_ARTIFACT_TAG": value in info["tags"],
+            "REMOVE_ARTIFACT_TAG": value not in info["tags"],
+        }.get(kind, known)  # a new version: seen if the snapshot had it
+        if seen:
+            return [], cursor
+        if kind == "ADD_ARTIFACT_ALIAS":
+            info["aliases"] = sorted({*info["aliases"], value})
+        elif kind == "ADD_ARTIFACT_TAG":
+            info["tags"] = sorted({*info["tags"], value})
+        elif kind == "REMOVE_ARTIFACT_TAG":
+            info["tags"] = [t for t in info["tags"] if t != value]
+    event = {
+        "type": kind,
+        **place,
+        "collection": collection,
+        "version": int(version),
+        "user": user,
+        "timestamp": when,
+        **change,
+    }
+    return [event_from_dict(event)], cursor
