@@ -205,3 +205,15 @@ def fake() -> Any:
         mock.post(WANDB_API).mock(side_effect=fake.handle)
         fake.mock = mock  # type: ignore[attr-defined]
         yield fake
+
+
+# -- MLflow: a real store ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real MLflow store (SQLite) for the session: creating its tables takes seconds."""
+    mlflow = pytest.importorskip("mlflow", reason="the MLflow source needs the [mlflow] extra")
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    mlflow.MlflowClient(uri).search_experiments()
+    return uri

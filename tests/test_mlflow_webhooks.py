@@ -52,12 +52,12 @@ def alias_created(model: str, version: int, alias: str = "production") -> dict[s
 
 
 @pytest.fixture
-def setup(tmp_path: Path, tracking_uri_for_webhooks: str) -> dict[str, Any]:
+def setup(tmp_path: Path, tracking_uri: str) -> dict[str, Any]:
     model = f"churn-{uuid.uuid4().hex[:8]}"
     raw = {
         "store": f"sqlite:///{tmp_path}/store.db",
         "receiver": {"secret": SECRET},
-        "sources": [{"name": "local", "type": "mlflow", "tracking_uri": tracking_uri_for_webhooks}],
+        "sources": [{"name": "local", "type": "mlflow", "tracking_uri": tracking_uri}],
         "automations": [
             {
                 "name": "deploy",
@@ -69,7 +69,7 @@ def setup(tmp_path: Path, tracking_uri_for_webhooks: str) -> dict[str, Any]:
     }
     config = parse_config(raw, env={})
     store = StateStore(config.store)
-    client = mlflow.MlflowClient(tracking_uri_for_webhooks)
+    client = mlflow.MlflowClient(tracking_uri)
     client.create_registered_model(model)
     for _ in range(2):
         client.create_model_version(model, source="s3://m")
@@ -80,13 +80,6 @@ def setup(tmp_path: Path, tracking_uri_for_webhooks: str) -> dict[str, Any]:
         "mlflow": client,
         "http": TestClient(create_app(config, store)),
     }
-
-
-@pytest.fixture(scope="session")
-def tracking_uri_for_webhooks(tmp_path_factory: pytest.TempPathFactory) -> str:
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow-hooks')}/mlflow.db"
-    mlflow.MlflowClient(uri).search_experiments()
-    return uri
 
 
 def test_a_signed_webhook_is_an_event(setup: dict[str, Any]) -> None:

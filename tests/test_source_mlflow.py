@@ -18,13 +18,6 @@ mlflow = pytest.importorskip("mlflow", reason="the MLflow source needs the [mlfl
 T0 = 1_767_261_600_000  # 2026-01-01T10:00:00Z, ms
 
 
-@pytest.fixture(scope="session")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
-    mlflow.MlflowClient(uri).search_experiments()  # creates the tables once (seconds)
-    return uri
-
-
 @pytest.fixture
 def client(tracking_uri: str) -> Any:
     return mlflow.MlflowClient(tracking_uri)
