@@ -88,9 +88,13 @@ class WandbSource:
         *,
         projects: set[str],
         registries: set[str],
+        system_metrics: bool = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.name = settings.name
+        #: Whether to read runs' system-metric streams (only if an automation watches one:
+        #: W&B serves the whole stream each time).
+        self.system_metrics = system_metrics
         self.settings = settings
         self.projects = projects
         self.registries = registries
@@ -257,7 +261,8 @@ class WandbSource:
                             )
                 memory["step"] = last_step
             state = STATES.get(run["state"])
-            if state == "running" or (state is not None and state != memory["state"]):
+            moved = state == "running" or (state is not None and state != memory["state"])
+            if self.system_metrics and moved:
                 rows = self.query(SYSTEM, entity=entity, project=name, run=run["name"])["project"][
                     "run"
                 ]["events"]
@@ -405,7 +410,8 @@ def source_for(settings: WandbSourceSettings, automations: list[Any]) -> WandbSo
     mine = [a for a in automations if a.source in (None, settings.name)]
     projects = {a.project for a in mine if a.project is not None}
     registries = {a.scope.registry for a in mine if getattr(a.scope, "registry", None)}
-    return WandbSource(settings, projects=projects, registries=registries)
+    system = any(str(getattr(a.event, "metric", "")).startswith("system.") for a in mine)
+    return WandbSource(settings, projects=projects, registries=registries, system_metrics=system)
 
 
 _VERSION_STRING = re.compile(
