@@ -24,7 +24,7 @@ from typing import Any
 
 from prefect_ml_automations.config import AutomationsConfig
 from prefect_ml_automations.decisions import Firing, Skip
-from prefect_ml_automations.errors import ActionError
+from prefect_ml_automations.errors import ActionError, SourceError
 from prefect_ml_automations.evaluator import Evaluator, EventBatch
 from prefect_ml_automations.events import Event
 from prefect_ml_automations.sources import Source
@@ -56,10 +56,11 @@ class CycleReport:
     fired: list[Firing] = field(default_factory=list)
     held_back: list[Skip] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
+    source_errors: list[str] = field(default_factory=list)
 
     @property
     def idle(self) -> bool:
-        return not (self.events or self.fired or self.deliveries)
+        return not (self.events or self.fired or self.deliveries or self.source_errors)
 
     def table(self) -> list[dict[str, object]]:
         """Rows for the cycle's Prefect table artifact."""
@@ -121,7 +122,13 @@ class Sensor:
             events = cycle.take_inbox(limit)
             filling: list[Event] = []
             for source in self.sources:
-                poll = source.poll(cycle.cursor(source.name), now)
+                try:
+                    poll = source.poll(cycle.cursor(source.name), now)
+                except SourceError as exc:
+                    # A tracker that is down holds back only itself: its cursor stays where it
+                    # was (nothing unread is skipped) and pushed events go on firing.
+                    report.source_errors.append(f"{source.name}: {exc}")
+                    continue
                 cycle.save_cursor(source.name, poll.cursor)
                 events += poll.events
                 filling += poll.filling
@@ -213,7 +220,8 @@ def summary(report: CycleReport) -> str:
     """One line for logs."""
     done = sum(d.status == "finished" for d in report.deliveries)
     failed = sum(d.status == "failed" for d in report.deliveries)
+    problems = "".join(f"; source {e}" for e in report.source_errors)
     return (
         f"{report.events} event(s) evaluated, {len(report.fired)} firing(s), "
-        f"{done} action(s) done, {failed} failed"
+        f"{done} action(s) done, {failed} failed{problems}"
     )

@@ -168,3 +168,42 @@ def test_the_sensor_polls_wandb_and_fires_once_across_restarts(
     )
     assert [(f.run_id, f.state) for f in Sensor(config).run_once().fired] == [("r9", "failed")]
     assert Sensor(config).run_once().fired == []
+
+
+def test_a_tracker_that_is_down_holds_back_only_itself(
+    fake: FakeWandb, tmp_path: Path, prefect_api: str
+) -> None:
+    from .conftest import events, state
+
+    raw = {
+        "store": f"sqlite:///{tmp_path}/store.db",
+        "sources": [{"name": "team", "type": "wandb", "entity": "acme", "api_key": "k"}],
+        "automations": [
+            {
+                "name": "page",
+                "scope": {"project": "acme/vision"},
+                "event": {"type": "RUN_STATE", "states": ["failed"]},
+                "action": {"type": "no_op"},
+            }
+        ],
+    }
+    fake.runs["acme/vision"] = []
+    config = parse_config(raw, env={})
+    sensor = Sensor(config)
+    sensor.run_once()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    fake.runs["acme/vision"].append(
+        FakeRun("r1", "sweep-1", "alice", stamp, state="crashed", heartbeat_at=stamp)
+    )
+    handle = fake.handle
+    fake.mock.post(API).mock(return_value=httpx.Response(503))  # W&B goes down
+    sensor.store.put_events(
+        events(state("pushed", "failed", 0, project="acme/vision")), origin="push"
+    )
+    report = sensor.run_once()
+    assert [f.run_id for f in report.fired] == ["pushed"]  # pushed events still fire
+    assert report.source_errors == [
+        "team: W&B at https://api.wandb.ai answered HTTP 503, after retries."
+    ]
+    fake.mock.post(API).mock(side_effect=handle)  # back up: the poll resumes where it was
+    assert [f.run_id for f in sensor.run_once().fired] == ["r1"]
