@@ -115,3 +115,21 @@ def test_polling_and_pushing_the_same_alias_fires_once(
         "/wandb", content=body, headers={"Authorization": "Bearer t0k"}
     ).json() == {"accepted": 0}
     assert sensor.run_once().fired == []
+
+
+def test_pushing_then_polling_the_same_alias_fires_once(
+    setup: dict[str, Any], fake: FakeWandb, prefect_api: str
+) -> None:
+    fake.collections["acme/wandb-registry-models"] = {
+        "churn": ("ArtifactPortfolio", [FakeVersion(4, "2026-01-01T08:00:00")])
+    }
+    sensor = Sensor(setup["config"], setup["store"])
+    sensor.run_once()  # starts watching: v4 exists, without an alias
+    fake.collections["acme/wandb-registry-models"]["churn"][1][0].aliases = ["production"]
+    body = json.dumps(ALIAS).encode()  # W&B's webhook arrives before the next poll
+    assert setup["http"].post(
+        "/wandb", content=body, headers={"Authorization": "Bearer t0k"}
+    ).json() == {"accepted": 1}
+    fired = sensor.run_once().fired  # the pushed event fires; the poll finds nothing new
+    assert [(f.automation, f.version) for f in fired] == [("deploy", 4)]
+    assert sensor.run_once().fired == []
