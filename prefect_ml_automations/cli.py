@@ -253,6 +253,19 @@ def retry(file: ConfigFile, firing_id: str) -> None:
     print(f"Firing {firing_id} finished: {done}.")
 
 
+@app.command
+def demo(
+    *,
+    directory: Annotated[
+        Path, Parameter(name="--dir", help="Where the demo keeps its stores and config.")
+    ] = Path("ml-automations-demo"),
+) -> None:
+    """The whole loop on a local MLflow and a local Prefect: no account, no network."""
+    from prefect_ml_automations.flows.demo import run_demo
+
+    run_demo(directory)
+
+
 def _parse_time(text: str, option: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)

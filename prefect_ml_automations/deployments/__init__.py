@@ -1,0 +1,1 @@
+"""Deployments: example downstream flows that automations start (`train-model`, `deploy-model`)."""
