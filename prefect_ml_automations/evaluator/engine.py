@@ -463,7 +463,8 @@ class _MetricPass:
             reason = f"held back by the cooldown ({_cooldown_text(automation)})"
             runs, counts = np.unique(self.trigger_runs[held_back], return_counts=True)
             for run, count in zip(runs.tolist(), counts.tolist(), strict=True):
-                subject = run_subject(self.state.runs.keys[run][1], self.state.runs.name[run])
+                name = self.state.runs.name[run] or self._latest_name(run)
+                subject = run_subject(self.state.runs.keys[run][1], name)
                 out.skips.append(Skip(automation.name, subject, reason, count, held_back=True))
         if self.explain:
             self._explain(
