@@ -120,38 +120,18 @@ def _wandb_signed(request: Request, body: bytes, secret: str | None) -> bool:
     return any(hmac.compare_digest(given, c) for c in candidates)
 
 
-def _wandb_source(config: AutomationsConfig, name: str | None) -> tuple[str, str]:
-    """(source name, entity) of the W&B source a webhook reports on."""
-    from prefect_ml_automations.config import WandbSourceSettings
-
-    sources = [s for s in config.sources if isinstance(s, WandbSourceSettings)]
+def _named_source(config: AutomationsConfig, kind: type[Any], name: str | None, path: str) -> Any:
+    """The one source of a kind a webhook reports on (None when the config has none)."""
+    sources = [s for s in config.sources if isinstance(s, kind)]
     if name is not None:
         sources = [s for s in sources if s.name == name]
     if len(sources) == 1:
-        return sources[0].name, sources[0].entity
+        return sources[0]
     if not sources and name is None:
-        return "wandb", ""
+        return None
     raise RequestProblem(
         404 if name is not None else 400,
-        f"No single W&B source matches; name it in the URL, e.g. /wandb?source=NAME "
-        f"(sources: {', '.join(s.name for s in sources) or 'none'}).",
-    )
-
-
-def _mlflow_source(config: AutomationsConfig, name: str | None) -> tuple[str, str]:
-    """(source name, registry name) of the MLflow source a webhook reports on."""
-    from prefect_ml_automations.config import MLflowSourceSettings
-
-    sources = [s for s in config.sources if isinstance(s, MLflowSourceSettings)]
-    if name is not None:
-        sources = [s for s in sources if s.name == name]
-    if len(sources) == 1:
-        return sources[0].name, sources[0].registry
-    if not sources and name is None:
-        return "mlflow", "models"
-    raise RequestProblem(
-        404 if name is not None else 400,
-        f"No single MLflow source matches; name it in the URL, e.g. /mlflow?source=NAME "
+        f"No single matching source; name it in the URL, e.g. {path}?source=NAME "
         f"(sources: {', '.join(s.name for s in sources) or 'none'}).",
     )
 
@@ -210,7 +190,10 @@ def create_app(
             raise RequestProblem(400, f"The body is not valid JSON ({exc.msg}).") from None
         if not isinstance(payload, dict) or "entity" not in payload:
             raise RequestProblem(422, "This is not an MLflow webhook payload (no 'entity').")
-        name, registry = _mlflow_source(config, source)
+        from prefect_ml_automations.config import MLflowSourceSettings
+
+        settings = _named_source(config, MLflowSourceSettings, source, "/mlflow")
+        name, registry = (settings.name, settings.registry) if settings else ("mlflow", "models")
         from prefect_ml_automations.sources.mlflow import registry_changes
 
         stored = await asyncio.to_thread(
@@ -241,7 +224,10 @@ def create_app(
             raise RequestProblem(
                 422, "The payload has no 'event_type'; put W&B's ${event_type} into its template."
             )
-        name, entity = _wandb_source(config, source)
+        from prefect_ml_automations.config import WandbSourceSettings
+
+        settings = _named_source(config, WandbSourceSettings, source, "/wandb")
+        name, entity = (settings.name, settings.entity) if settings else ("wandb", "")
         from prefect_ml_automations.sources.wandb import webhook_changes
         from prefect_ml_automations.store import utcnow
 

@@ -144,23 +144,30 @@ def test_errors_name_the_source_and_the_fix(fake: FakeWandb) -> None:
         source().poll(None, now())
 
 
+def page_on_failure(tmp_path: Path) -> Any:
+    """A config: the W&B source, and an automation for failed runs of acme/vision."""
+    return parse_config(
+        {
+            "store": f"sqlite:///{tmp_path}/store.db",
+            "sources": [{"name": "team", "type": "wandb", "entity": "acme", "api_key": "k"}],
+            "automations": [
+                {
+                    "name": "page",
+                    "scope": {"project": "acme/vision"},
+                    "event": {"type": "RUN_STATE", "states": ["failed"]},
+                    "action": {"type": "no_op"},
+                }
+            ],
+        },
+        env={},
+    )
+
+
 def test_the_sensor_polls_wandb_and_fires_once_across_restarts(
     fake: FakeWandb, tmp_path: Path, prefect_api: str
 ) -> None:
-    raw = {
-        "store": f"sqlite:///{tmp_path}/store.db",
-        "sources": [{"name": "team", "type": "wandb", "entity": "acme", "api_key": "k"}],
-        "automations": [
-            {
-                "name": "page",
-                "scope": {"project": "acme/vision"},
-                "event": {"type": "RUN_STATE", "states": ["failed"]},
-                "action": {"type": "no_op"},
-            },
-        ],
-    }
     fake.runs["acme/vision"] = []
-    config = parse_config(raw, env={})
+    config = page_on_failure(tmp_path)
     assert Sensor(config).run_once().fired == []
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     fake.runs["acme/vision"].append(
@@ -175,20 +182,8 @@ def test_a_tracker_that_is_down_holds_back_only_itself(
 ) -> None:
     from .conftest import events, state
 
-    raw = {
-        "store": f"sqlite:///{tmp_path}/store.db",
-        "sources": [{"name": "team", "type": "wandb", "entity": "acme", "api_key": "k"}],
-        "automations": [
-            {
-                "name": "page",
-                "scope": {"project": "acme/vision"},
-                "event": {"type": "RUN_STATE", "states": ["failed"]},
-                "action": {"type": "no_op"},
-            }
-        ],
-    }
     fake.runs["acme/vision"] = []
-    config = parse_config(raw, env={})
+    config = page_on_failure(tmp_path)
     sensor = Sensor(config)
     sensor.run_once()
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -107,16 +107,18 @@ class MLflowSource:
                 found[experiment.experiment_id] = name
         return found
 
-    def _search_runs(self, ids: list[str], filter_string: str) -> list[Any]:
-        runs, token = [], None
+    def _paged(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Every page of an MLflow search."""
+        found, token = [], None
         while True:
-            page = self._call(
-                "search_runs", ids, filter_string=filter_string, max_results=1000, page_token=token
-            )
-            runs.extend(page)
+            page = self._call(method, *args, max_results=1000, page_token=token, **kwargs)
+            found.extend(page)
             token = page.token
             if not token:
-                return runs
+                return found
+
+    def _search_runs(self, ids: list[str], filter_string: str) -> list[Any]:
+        return self._paged("search_runs", ids, filter_string=filter_string)
 
     def _runs(
         self,
@@ -190,14 +192,7 @@ class MLflowSource:
         self, snapshot: dict[str, Any], now: datetime, first: bool, sink: list[Event]
     ) -> None:
         registry = self.settings.registry
-        token = None
-        models = []
-        while True:
-            page = self._call("search_registered_models", max_results=1000, page_token=token)
-            models.extend(page)
-            token = page.token
-            if not token:
-                break
+        models = self._paged("search_registered_models")
         for model in sorted(models, key=lambda m: m.name):
             before = snapshot.get(model.name, {"aliases": {}, "versions": {}})
             versions = self._call("search_model_versions", f"name='{model.name}'")
