@@ -164,6 +164,27 @@ def receive(
 
 
 @app.command
+def serve(
+    file: ConfigFile,
+    *,
+    interval: Annotated[float, Parameter(help="Seconds between sensor cycles.")] = 60.0,
+    name: Annotated[str, Parameter(help="The deployment's name.")] = "sensor",
+) -> None:
+    """Serve the sensor as a scheduled Prefect deployment (ml-automations-sensor/NAME)."""
+    from prefect import serve as prefect_serve
+
+    from prefect_ml_automations.config import load_config
+    from prefect_ml_automations.flows.sensor import sensor_deployment
+
+    load_config(file)  # bad input fails here, before anything is served
+    if interval <= 0:
+        raise BadInputError(f"--interval must be a positive number of seconds, not {interval}.")
+    deployment = sensor_deployment(file, interval=interval, name=name)
+    print(f"Serving ml-automations-sensor/{name}, a cycle every {interval:g} s (Ctrl-C stops).")
+    prefect_serve(deployment, pause_on_shutdown=False, print_starting_message=False)
+
+
+@app.command
 def apply(file: ConfigFile) -> None:
     """Save a config file's automations (and its store) as Prefect blocks."""
     from prefect_ml_automations.blocks import AutomationBlock, StateStoreBlock

@@ -55,3 +55,15 @@ def test_apply_saves_blocks_and_the_sensor_runs_from_them(
     )
     result = asyncio.run(sensor_cycle())
     assert json.dumps(result) == json.dumps({"events": 1, "fired": 1, "finished": 1, "failed": 0})
+
+
+def test_the_sensor_deployment_runs_a_cycle_on_a_schedule(tmp_path: Path) -> None:
+    from prefect_ml_automations.flows.sensor import sensor_deployment
+
+    config_file = tmp_path / "automations.yaml"
+    config_file.write_text("automations: []\n")
+    deployment = sensor_deployment(config_file, interval=45, name="sensor")
+    assert deployment.name == "sensor"
+    assert deployment.parameters == {"config_file": str(config_file.resolve())}
+    [schedule] = deployment.schedules
+    assert schedule.schedule.interval.total_seconds() == 45

@@ -128,11 +128,15 @@ def test_since_skips_earlier_triggers(capsys: pytest.CaptureFixture[str]) -> Non
             "  - can not read the file (No such file or directory)\n",
         ),
         (
+            ["serve", "CONFIG", "--interval", "0"],
+            "error: --interval must be a positive number of seconds, not 0.0.\n",
+        ),
+        (
             ["validate", "missing.yaml"],
             "error: missing.yaml has 1 problem:\n  - can not read the file (No such file or directory)\n",
         ),
     ],
-    ids=["bad-since", "missing-events", "missing-config"],
+    ids=["bad-since", "missing-events", "missing-config", "serve-interval"],
 )
 def test_bad_input_exits_2_with_a_sentence(
     capsys: pytest.CaptureFixture[str], argv: list[str], message: str

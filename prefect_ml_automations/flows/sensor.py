@@ -7,6 +7,9 @@ evaluated, fired, held back and delivered, and emits a Prefect event per deliver
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from prefect import flow, get_run_logger
 
 from prefect_ml_automations.automations.actions import emit_firing_event
@@ -66,3 +69,13 @@ async def sensor_service(config_file: str, interval: float = 30.0, sensor: str =
 
     config = load_config(config_file)
     await sensor_loop(Sensor(config, name=sensor), interval=interval, wake=wake_event(sensor))
+
+
+def sensor_deployment(config_file: Path, *, interval: float, name: str = "sensor") -> Any:
+    """The sensor as a deployment that runs one cycle every `interval` seconds (for `serve`)."""
+    return sensor_cycle.to_deployment(
+        name,
+        interval=interval,
+        parameters={"config_file": str(config_file.resolve())},
+        description="The ml-automations sensor: one cycle per run.",
+    )
