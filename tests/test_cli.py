@@ -136,7 +136,7 @@ def test_since_skips_earlier_triggers(capsys: pytest.CaptureFixture[str]) -> Non
             "error: missing.yaml has 1 problem:\n  - can not read the file (No such file or directory)\n",
         ),
     ],
-    ids=["bad-since", "missing-events", "missing-config", "serve-interval"],
+    ids=["bad-since", "missing-events", "serve-interval", "missing-config"],
 )
 def test_bad_input_exits_2_with_a_sentence(
     capsys: pytest.CaptureFixture[str], argv: list[str], message: str
