@@ -187,13 +187,13 @@ def test_run_once_is_a_flow_run_that_leaves_a_table_artifact(
         "failed": 0,
     }
 
-    async def latest() -> Any:
+    async def latest(key: str) -> Any:
         async with get_client() as client:
             # (the 3.8 client sends nulls this server version refuses: ask the API directly)
             response = await client._client.post(
                 "/artifacts/filter",
                 json={
-                    "artifacts": {"key": {"any_": ["ml-automations-sensor"]}},
+                    "artifacts": {"key": {"any_": [key]}},
                     "sort": "CREATED_DESC",
                     "limit": 1,
                     "offset": 0,
@@ -201,7 +201,11 @@ def test_run_once_is_a_flow_run_that_leaves_a_table_artifact(
             )
         return response.json()[0]
 
-    artifact = asyncio.run(latest())
+    artifact = asyncio.run(latest("ml-automations-sensor"))
     rows = json.loads(artifact["data"])
     assert [(r["automation"], r["status"]) for r in rows] == [("good-accuracy", "finished")]
     assert artifact["flow_run_id"] is not None
+    report = asyncio.run(latest("ml-automations-report"))
+    assert report["type"] == "markdown"
+    assert "## good-accuracy · RUN_METRIC · run 'r5'" in report["data"]
+    assert "data:image/svg+xml;base64," in report["data"]

@@ -17,14 +17,23 @@ from prefect_ml_automations.config import load_config
 from prefect_ml_automations.sensor import CycleReport, Sensor, summary
 
 ARTIFACT_KEY = "ml-automations-sensor"
+REPORT_KEY = "ml-automations-report"
 
 
 async def publish(report: CycleReport, *, sensor: str = "default") -> None:
     """Write the cycle's table artifact and its firing events (nothing for an idle cycle)."""
-    from prefect.artifacts import acreate_table_artifact
+    from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+
+    from prefect_ml_automations.report import markdown_report
 
     if report.idle:
         return
+    if report.fired:
+        await acreate_markdown_artifact(
+            markdown_report(report.fired),
+            key=REPORT_KEY,
+            description="What fired, with its window.",
+        )
     await acreate_table_artifact(
         table=report.table()
         or [{"automation": "", "event": "", "subject": "", "status": "", "detail": ""}],
