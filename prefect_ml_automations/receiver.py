@@ -120,6 +120,16 @@ def _wandb_signed(request: Request, body: bytes, secret: str | None) -> bool:
     return any(hmac.compare_digest(given, c) for c in candidates)
 
 
+def _json_object(body: bytes, required: str, missing: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise RequestProblem(400, f"The body is not valid JSON ({exc.msg}).") from None
+    if not isinstance(payload, dict) or required not in payload:
+        raise RequestProblem(422, missing)
+    return payload
+
+
 def _named_source(config: AutomationsConfig, kind: type[Any], name: str | None, path: str) -> Any:
     """The one source of a kind a webhook reports on (None when the config has none)."""
     sources = [s for s in config.sources if isinstance(s, kind)]
@@ -174,6 +184,13 @@ def create_app(
 
     secret = config.receiver.secret.get_secret_value() if config.receiver.secret else None
 
+    async def push(source: str, change: Any, origin: str) -> dict[str, Any]:
+        """A tracker's webhook: its change against the source's snapshot, stored, then a wake."""
+        stored = await asyncio.to_thread(store.push_source_change, source, change, origin=origin)
+        if stored and wake is not None:
+            wake()
+        return {"accepted": stored}
+
     @app.post("/mlflow", status_code=202)
     async def mlflow_webhook(request: Request, source: str | None = None) -> dict[str, Any]:
         """MLflow 3 registry webhooks, signed with `receiver.secret` (or the bearer token)."""
@@ -184,27 +201,18 @@ def create_app(
                 "The MLflow signature is missing, wrong or older than 5 minutes; give the webhook "
                 "the receiver's secret (or send the bearer token).",
             )
-        try:
-            payload = json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise RequestProblem(400, f"The body is not valid JSON ({exc.msg}).") from None
-        if not isinstance(payload, dict) or "entity" not in payload:
-            raise RequestProblem(422, "This is not an MLflow webhook payload (no 'entity').")
+        payload = _json_object(
+            body, "entity", "This is not an MLflow webhook payload (no 'entity')."
+        )
         from prefect_ml_automations.config import MLflowSourceSettings
 
         settings = _named_source(config, MLflowSourceSettings, source, "/mlflow")
         name, registry = (settings.name, settings.registry) if settings else ("mlflow", "models")
         from prefect_ml_automations.sources.mlflow import registry_changes
 
-        stored = await asyncio.to_thread(
-            store.push_source_change,
-            name,
-            lambda cursor: registry_changes(cursor, payload, registry),
-            origin="mlflow",
+        return await push(
+            name, lambda cursor: registry_changes(cursor, payload, registry), "mlflow"
         )
-        if stored and wake is not None:
-            wake()
-        return {"accepted": stored}
 
     @app.post("/wandb", status_code=202)
     async def wandb_webhook(request: Request, source: str | None = None) -> dict[str, Any]:
@@ -216,14 +224,9 @@ def create_app(
                 "Missing or wrong bearer token or X-Wandb-Signature; give the W&B webhook the "
                 "receiver's token (access token) or secret.",
             )
-        try:
-            payload = json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise RequestProblem(400, f"The body is not valid JSON ({exc.msg}).") from None
-        if not isinstance(payload, dict) or "event_type" not in payload:
-            raise RequestProblem(
-                422, "The payload has no 'event_type'; put W&B's ${event_type} into its template."
-            )
+        payload = _json_object(
+            body, "event_type", "The payload has no 'event_type'; put W&B's ${event_type} into it."
+        )
         from prefect_ml_automations.config import WandbSourceSettings
 
         settings = _named_source(config, WandbSourceSettings, source, "/wandb")
@@ -232,17 +235,11 @@ def create_app(
         from prefect_ml_automations.store import utcnow
 
         try:
-            stored = await asyncio.to_thread(
-                store.push_source_change,
-                name,
-                lambda cursor: webhook_changes(cursor, payload, entity, utcnow()),
-                origin="wandb",
+            return await push(
+                name, lambda cursor: webhook_changes(cursor, payload, entity, utcnow()), "wandb"
             )
         except (ValueError, ValidationError) as exc:
             raise RequestProblem(422, f"The W&B payload can not be read: {exc}") from None
-        if stored and wake is not None:
-            wake()
-        return {"accepted": stored}
 
     @app.post("/events", status_code=202)
     async def events(request: Request) -> dict[str, Any]:
