@@ -274,6 +274,32 @@ def retry(file: ConfigFile, firing_id: str) -> None:
     print(f"Firing {firing_id} finished: {done}.")
 
 
+@app.command(name="import-wandb")
+def import_wandb(
+    definitions: Annotated[
+        Path, Parameter(help="JSON of W&B automations, as W&B's API returns them.")
+    ],
+    *,
+    entity: Annotated[
+        str | None, Parameter(help="The W&B entity, where the JSON omits it.")
+    ] = None,
+) -> None:
+    """Turn W&B automation definitions into our YAML (stdout); what can not be carried over goes
+    to stderr."""
+    from prefect_ml_automations.wandb_import import import_wandb as convert
+
+    try:
+        document = json.loads(definitions.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BadInputError(f"{definitions} can not be read ({exc.strerror}).") from None
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{definitions} is not JSON ({exc.msg}, line {exc.lineno}).") from None
+    imported = convert(document, entity=entity)
+    sys.stdout.write(imported.yaml())
+    for note in imported.notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
 @app.command
 def demo(
     *,
