@@ -22,3 +22,23 @@ def test_the_reference_lists_every_event_type() -> None:
     for model in (triggers.RunMetricZScore, triggers.RemoveArtifactTag, triggers.CreateArtifact):
         kind = model.model_fields["type"].annotation.__args__[0]
         assert f"| `{kind}` |" in reference
+
+
+def test_every_yaml_example_in_the_readme_is_a_valid_config() -> None:
+    import re
+
+    import yaml
+
+    from prefect_ml_automations.config import parse_config
+
+    env = {"RECEIVER_TOKEN": "t", "RECEIVER_SECRET": "s", "WANDB_API_KEY": "k"}
+    checked = 0
+    for block in re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S):
+        document = yaml.safe_load(block)
+        if isinstance(document, list):  # a list of automations
+            document = {"automations": document}
+        if document.get("automations") == ["..."]:  # (an elided list)
+            document["automations"] = []
+        parse_config(document, env=env, secrets=lambda name: "secret")
+        checked += 1
+    assert checked >= 5
