@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -39,12 +39,16 @@ _NO_ORDER = np.iinfo(np.int64).min
 DIRECT_SUM_MAX = 16
 
 
-def _grown(array: npt.NDArray[np.generic], size: int, fill: object) -> npt.NDArray[np.generic]:
+Array = TypeVar("Array", bound=npt.NDArray[Any])
+
+
+def _grown(array: Array, size: int, fill: object) -> Array:
+    """`array` with room for at least `size` rows (doubling), new rows set to `fill`."""
     if len(array) >= size:
         return array
     new = np.full((max(size, 2 * len(array), 16), *array.shape[1:]), fill, array.dtype)
     new[: len(array)] = array
-    return new
+    return cast(Array, new)
 
 
 class SeriesTable:
@@ -68,7 +72,7 @@ class SeriesTable:
         """Row per run code, creating rows for runs not seen before."""
         if len(runs) == 0:
             return np.zeros(0, np.int64)
-        self.row_of_run = _grown(self.row_of_run, int(runs.max()) + 1, -1)  # type: ignore[assignment]
+        self.row_of_run = _grown(self.row_of_run, int(runs.max()) + 1, -1)
         rows = self.row_of_run[runs]
         missing = rows < 0
         if missing.any():
@@ -78,8 +82,8 @@ class SeriesTable:
             self.row_of_run[new_runs] = np.arange(first, self.rows)
             for name in ("run", "start", "length", "count"):
                 setattr(self, name, _grown(getattr(self, name), self.rows, 0))
-            self.values = _grown(self.values, self.rows, 0.0)  # type: ignore[assignment]
-            self.orders = _grown(self.orders, self.rows, 0)  # type: ignore[assignment]
+            self.values = _grown(self.values, self.rows, 0.0)
+            self.orders = _grown(self.orders, self.rows, 0)
             self.run[first : self.rows] = new_runs
             rows = self.row_of_run[runs]
         return rows

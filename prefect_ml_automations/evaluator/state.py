@@ -65,9 +65,9 @@ class RunTable:
                 new.append(local)
             codes[local] = code
         if new:
-            self.created = _grown(self.created, len(self.keys), NO_TIME)  # type: ignore[assignment]
-            self.name = _grown(self.name, len(self.keys), None)  # type: ignore[assignment]
-            self.user = _grown(self.user, len(self.keys), None)  # type: ignore[assignment]
+            self.created = _grown(self.created, len(self.keys), NO_TIME)
+            self.name = _grown(self.name, len(self.keys), None)
+            self.user = _grown(self.user, len(self.keys), None)
             new_a = np.array(new, np.int64)
             created = batch.created[new_a]
             first_ts = columns.ts[first_row[new_a]]
@@ -105,7 +105,7 @@ class EvaluatorState:
 
     def last_fired_for(self, automation: str) -> I64:
         fired = self.last_fired.get(automation, np.zeros(0, np.int64))
-        fired = _grown(fired, len(self.runs), NO_TIME)  # type: ignore[assignment]
+        fired = _grown(fired, len(self.runs), NO_TIME)
         self.last_fired[automation] = fired
         return fired
 
