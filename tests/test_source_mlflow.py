@@ -135,13 +135,22 @@ def test_a_sweep_and_the_registry_story(
 
 
 def test_logged_models_are_created_artifacts(
-    client: Any, tracking_uri: str, names: dict[str, str]
+    client: Any,
+    tracking_uri: str,
+    names: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # MLflow writes the model's artifacts under ./mlruns
     experiment = client.create_experiment(names["project"])
     mlflow_source = source(tracking_uri, names)
     first = mlflow_source.poll(None, now())
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.create_external_model(name="ranker", experiment_id=experiment)
+    try:
+        mlflow.create_external_model(name="ranker", experiment_id=experiment)
+    finally:
+        mlflow.set_tracking_uri(previous)
     second = mlflow_source.poll(first.cursor, now())
     assert kinds(second.events) == [("CREATE_ARTIFACT", "ranker", 1)]
 
