@@ -74,6 +74,7 @@ def servers(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 "1",
             ],
             env=env,
+            cwd=tmp_path,  # the server keeps artifacts under its working directory
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ),
