@@ -141,8 +141,8 @@ def test_logged_models_are_created_artifacts(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # MLflow writes the model's artifacts under ./mlruns
-    experiment = client.create_experiment(names["project"])
+    # The model's artifacts go to the experiment's artifact location: keep them in tmp.
+    experiment = client.create_experiment(names["project"], artifact_location=tmp_path.as_uri())
     mlflow_source = source(tracking_uri, names)
     first = mlflow_source.poll(None, now())
     previous = mlflow.get_tracking_uri()
