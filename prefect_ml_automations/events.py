@@ -10,7 +10,7 @@ One JSON object per event, `type` and `timestamp` always (ISO 8601; naive means 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -290,9 +290,3 @@ def scan_events(
             problems.append(f"… and {bad - len(problems)} more malformed lines")
         raise EventError(problems, source=str(path))
     return count
-
-
-def iter_json_lines(events: Iterable[BaseModel]) -> Iterator[str]:
-    """Events (or any models) as JSON lines, fields that are None left out."""
-    for event in events:
-        yield event.model_dump_json(exclude_none=True, by_alias=True)

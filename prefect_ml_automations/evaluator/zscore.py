@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -67,14 +68,18 @@ class Membership:
                 leave[order.pop()] = arrival
         return cls(entry, leave, order)
 
+    @cached_property
+    def _intervals(self) -> tuple[I64, I64, I64]:
+        """(runs, entry, leave) as arrays, for looking up the members at many arrivals."""
+        runs = np.fromiter(self.entry, np.int64, len(self.entry))
+        entry = np.fromiter(self.entry.values(), np.int64, len(self.entry))
+        leave = np.array([self.leave.get(r, _NEVER) for r in self.entry], np.int64)
+        return runs, entry, leave
+
     def at(self, arrival: int) -> list[int]:
         """The members just after `arrival`."""
-        if not hasattr(self, "_runs"):
-            self._runs = np.fromiter(self.entry, np.int64, len(self.entry))
-            self._entry = np.fromiter(self.entry.values(), np.int64, len(self.entry))
-            self._leave = np.array([self.leave.get(r, _NEVER) for r in self.entry], np.int64)
-        inside = (self._entry <= arrival) & (arrival < self._leave)
-        return [int(r) for r in self._runs[inside]]
+        runs, entry, leave = self._intervals
+        return [int(r) for r in runs[(entry <= arrival) & (arrival < leave)]]
 
 
 @dataclass
