@@ -43,9 +43,20 @@ class WandbSourceSettings(StrictModel):
 
     name: str = Field(min_length=1)
     type: Literal["wandb"]
-    entity: str = Field(min_length=1)
+    entity: str = Field(
+        min_length=1, description="The team (or user) entity whose projects are watched."
+    )
+    org_entity: str | None = Field(
+        default=None,
+        description=(
+            "The organization's entity, which holds the registries (wandb-registry-<name>); "
+            "found from the team entity, as W&B's SDK does, when left out."
+        ),
+    )
     api_key: SecretStr | None = Field(default=None, description="Falls back to $WANDB_API_KEY.")
-    base_url: str = "https://api.wandb.ai"
+    base_url: str = Field(
+        default="https://api.wandb.ai", description="W&B's API; your host when self-managed."
+    )
 
 
 SourceSettings = Annotated[MLflowSourceSettings | WandbSourceSettings, Field(discriminator="type")]

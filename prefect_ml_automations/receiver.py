@@ -210,9 +210,12 @@ def create_app(
         name, registry = (settings.name, settings.registry) if settings else ("mlflow", "models")
         from prefect_ml_automations.sources.mlflow import registry_changes
 
-        return await push(
-            name, lambda cursor: registry_changes(cursor, payload, registry), "mlflow"
-        )
+        try:
+            return await push(
+                name, lambda cursor: registry_changes(cursor, payload, registry, name), "mlflow"
+            )
+        except (ValueError, ValidationError) as exc:
+            raise RequestProblem(422, f"The MLflow payload can not be read: {exc}") from None
 
     @app.post("/wandb", status_code=202)
     async def wandb_webhook(request: Request, source: str | None = None) -> dict[str, Any]:
@@ -231,15 +234,27 @@ def create_app(
 
         settings = _named_source(config, WandbSourceSettings, source, "/wandb")
         name, entity = (settings.name, settings.entity) if settings else ("wandb", "")
-        from prefect_ml_automations.sources.wandb import webhook_changes
+        from prefect_ml_automations.sources.wandb import Deferred, webhook_changes
         from prefect_ml_automations.store import utcnow
 
         try:
             return await push(
-                name, lambda cursor: webhook_changes(cursor, payload, entity, utcnow()), "wandb"
+                name,
+                lambda cursor: webhook_changes(cursor, payload, entity, utcnow(), name),
+                "wandb",
             )
         except (ValueError, ValidationError) as exc:
-            raise RequestProblem(422, f"The W&B payload can not be read: {exc}") from None
+            raise RequestProblem(422, f"The W&B payload can not be read: {exc}.") from None
+        except Deferred as exc:
+            if settings is None:
+                raise RequestProblem(
+                    422,
+                    f"The W&B payload can not be read: {exc}, and no W&B source is configured "
+                    "to look it up; make the webhook send the version's number (…:v3).",
+                ) from None
+            if wake is not None:
+                wake()  # the poll that finds the version's number, now
+            return {"accepted": 0, "deferred": f"{exc}: the next poll of {name!r} reports it"}
 
     @app.post("/events", status_code=202)
     async def events(request: Request) -> dict[str, Any]:

@@ -17,6 +17,7 @@ One cycle is two steps:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,8 @@ from prefect_ml_automations.evaluator import Evaluator, EventBatch
 from prefect_ml_automations.events import Event
 from prefect_ml_automations.sources import Source
 from prefect_ml_automations.store import StateStore, utcnow
+
+logger = logging.getLogger("prefect_ml_automations")
 
 #: Attempts of a firing's action before it stays `failed`.
 MAX_ATTEMPTS = 3
@@ -128,6 +131,15 @@ class Sensor:
                     # A tracker that is down holds back only itself: its cursor stays where it
                     # was (nothing unread is skipped) and pushed events go on firing.
                     report.source_errors.append(f"{source.name}: {exc}")
+                    continue
+                except Exception as exc:
+                    # So does a source that trips over an answer it did not expect (or a bug of
+                    # ours): one source's surprise must not stop every automation.
+                    logger.exception("Source %r failed while polling.", source.name)
+                    report.source_errors.append(
+                        f"{source.name}: the poll failed ({exc.__class__.__name__}: {exc}); its "
+                        "cursor stays where it was and the poll is tried again next cycle."
+                    )
                     continue
                 cycle.save_cursor(source.name, poll.cursor)
                 events += poll.events

@@ -17,7 +17,7 @@ from prefect_ml_automations.sources import Source
 from prefect_ml_automations.sources.mlflow import MLflowSource
 from prefect_ml_automations.sources.wandb import WandbSource
 
-from .wandb_fake import FakeRun, FakeVersion, FakeWandb
+from .wandb_fake import MODELS, FakeRun, FakeWandb
 
 T0 = 1_767_261_600  # 2026-01-01T10:00:00Z
 
@@ -90,10 +90,9 @@ class WandbTracker(Tracker):
         self.project, self.collection = f"acme/vision-{tag}", f"churn-{tag}"
         self.fake = fake
         fake.runs[self.project] = []
-        self.versions: list[FakeVersion] = []
-        fake.collections["acme/wandb-registry-models"] = {
-            self.collection: ("ArtifactPortfolio", self.versions)
-        }
+        # W&B numbers a registry collection from v0, MLflow from 1: a version linked before the
+        # story starts lines the numbers up. Models are logged in a project nobody watches.
+        self.new_version()
 
     def source(self) -> Source:
         settings = WandbSourceSettings(name="wandb", type="wandb", entity="acme", api_key="k")
@@ -122,17 +121,17 @@ class WandbTracker(Tracker):
         self._touch(r)
 
     def new_version(self) -> None:
-        self.versions.append(FakeVersion(len(self.versions) + 1, datetime.now(UTC).isoformat()))
+        artifact = self.fake.log_artifact("acme/training", self.collection)
+        self.fake.link(artifact, MODELS, self.collection)
 
     def alias(self, alias: str, version: int) -> None:
-        for v in self.versions:
-            v.aliases = [a for a in v.aliases if a != alias] + (
-                [alias] if v.index == version else []
-            )
+        self.fake.move_alias(MODELS, self.collection, alias, version)
 
     def tag(self, version: int, tag: str, on: bool) -> None:
-        v = self.versions[version - 1]
-        v.tags = sorted({*v.tags, tag}) if on else [t for t in v.tags if t != tag]
+        artifact = self.fake.collections[MODELS][self.collection].version(version).artifact
+        artifact.tags = (
+            sorted({*artifact.tags, tag}) if on else [t for t in artifact.tags if t != tag]
+        )
 
 
 @pytest.fixture(params=["mlflow", "wandb"])

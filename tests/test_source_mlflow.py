@@ -72,7 +72,7 @@ def test_the_first_poll_starts_watching_now(
         ("METRIC", "old-1", "acc", 2, 0.5),
         ("RUN_STATE", "old-1", "finished"),
     ]
-    assert poll.cursor["registry"][names["model"]]["aliases"] == {"production": 1}
+    assert poll.cursor["registry"][names["model"]] == {"1": {"aliases": ["production"], "tags": []}}
 
 
 def test_a_sweep_and_the_registry_story(

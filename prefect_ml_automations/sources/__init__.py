@@ -8,11 +8,16 @@ baselines (`Poll.filling`), never to fire (SPEC §3.10).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from prefect_ml_automations.events import Event
+
+logger = logging.getLogger("prefect_ml_automations")
 
 
 @dataclass
@@ -32,3 +37,31 @@ class Source(Protocol):
 
     def poll(self, cursor: dict[str, Any] | None, now: datetime) -> Poll:
         """Events since `cursor` (None: the first poll, which starts watching now)."""
+
+
+class Cursor(BaseModel):
+    """Where a source left off: a typed, versioned model per tracker, stored as JSON.
+
+    A cursor that can not be read — damaged, or written by an older version of its model — is
+    dropped with a logged notice, and the source starts watching from now: a restart never
+    backfills (SPEC §3.10).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def load(cls, raw: dict[str, Any] | None, source: str) -> Self | None:
+        if raw is None:
+            return None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError:
+            logger.warning(
+                "Source %r: its saved cursor is unreadable or from an older version; it starts "
+                "watching from now (nothing it missed is backfilled).",
+                source,
+            )
+            return None
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

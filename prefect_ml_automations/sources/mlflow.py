@@ -16,12 +16,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
 
 from prefect_ml_automations.config import MLflowSourceSettings
 from prefect_ml_automations.errors import SourceError
 from prefect_ml_automations.events import Event, event_from_dict, is_system_metric
-from prefect_ml_automations.sources import Poll
+from prefect_ml_automations.sources import Cursor, Poll
+from prefect_ml_automations.sources.snapshots import (
+    CollectionSnapshot,
+    SeenVersion,
+    apply_change,
+    collection_changes,
+    remove_alias,
+)
 
 #: MLflow run statuses as the states automations know (SCHEDULED is not a state change).
 STATES = {"RUNNING": "running", "FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}
@@ -36,6 +45,31 @@ def _iso(ms: int | None) -> str:
 
 def _tag(key: str, value: str | None) -> str:
     return f"{key}={value}" if value else key
+
+
+class RunMemory(BaseModel):
+    """What the last poll saw of one run: its state, and per metric the latest [step, time]."""
+
+    status: str | None = None
+    metrics: dict[str, tuple[int, int]] = Field(default_factory=dict)
+
+
+class LoggedModels(BaseModel):
+    """Logged models: the newest creation time seen, and how many each name has (its versions)."""
+
+    after_ms: int | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class MLflowCursor(Cursor):
+    """Where an MLflow source left off."""
+
+    version: Literal[2]
+    polled_ms: int
+    runs: dict[str, RunMemory] = Field(default_factory=dict)
+    #: Registered model name -> its versions' aliases and tags.
+    registry: dict[str, CollectionSnapshot] = Field(default_factory=dict)
+    logged: LoggedModels = Field(default_factory=LoggedModels)
 
 
 class MLflowSource:
@@ -83,19 +117,20 @@ class MLflowSource:
 
     def poll(self, cursor: dict[str, Any] | None, now: datetime) -> Poll:
         self.calls = 0
-        first = cursor is None
-        state: dict[str, Any] = dict(cursor or {"runs": {}, "registry": {}, "logged": {}})
         now_ms = int(now.timestamp() * 1000)
-        since_ms = int(state.get("polled_ms", now_ms))
+        state = MLflowCursor.load(cursor, self.name)
+        first = state is None
+        if state is None:
+            state = MLflowCursor(version=2, polled_ms=now_ms)
         out = Poll()
         sink = out.filling if first else out.events
         experiments = self._experiments()
-        self._runs(experiments, state["runs"], since_ms, first, sink)
+        self._runs(experiments, state.runs, state.polled_ms, first, sink)
         if self.watch_registry:
-            self._registry(state["registry"], now, first, out.events)
-        self._logged_models(experiments, state["logged"], since_ms, first, out.events)
-        state["polled_ms"] = now_ms
-        out.cursor = state
+            self._registry(state.registry, now, first, out.events)
+        self._logged_models(experiments, state.logged, state.polled_ms, first, out.events)
+        state.polled_ms = now_ms
+        out.cursor = state.dump()
         out.calls = self.calls
         return out
 
@@ -123,7 +158,7 @@ class MLflowSource:
     def _runs(
         self,
         experiments: dict[str, str],
-        seen: dict[str, Any],
+        seen: dict[str, RunMemory],
         since_ms: int,
         first: bool,
         sink: list[Event],
@@ -151,13 +186,15 @@ class MLflowSource:
                 "user": info.user_id or None,
                 "run_created_at": _iso(info.start_time),
             }
-            memory = seen.setdefault(info.run_id, {"status": None, "metrics": {}})
-            for metric in run.data._metric_objs:  # latest value of each metric, with step and time
-                last = memory["metrics"].get(metric.key)
-                if last is not None and [metric.step, metric.timestamp] == last:
+            memory = seen.setdefault(info.run_id, RunMemory())
+            # The latest value of each metric, with its step and time (MLflow's public proto of
+            # the run's data; `RunData.metrics` holds the values alone).
+            for metric in run.data.to_proto().metrics:
+                last = memory.metrics.get(metric.key)
+                if last == (metric.step, metric.timestamp):
                     continue
+                system = is_system_metric(metric.key)
                 for point in self._call("get_metric_history", info.run_id, metric.key):
-                    system = is_system_metric(metric.key)
                     order = point.timestamp if system else point.step
                     if last is not None and order <= (last[1] if system else last[0]):
                         continue
@@ -171,9 +208,9 @@ class MLflowSource:
                     if not system:
                         event["step"] = point.step
                     found.append((point.timestamp, 1, event_from_dict(event)))
-                memory["metrics"][metric.key] = [metric.step, metric.timestamp]
+                memory.metrics[metric.key] = (metric.step, metric.timestamp)
             state = STATES.get(info.status)
-            if state is not None and state != memory["status"]:
+            if state is not None and state != memory.status:
                 when = info.end_time if state != "running" and info.end_time else info.start_time
                 found.append(
                     (
@@ -184,93 +221,55 @@ class MLflowSource:
                         ),
                     )
                 )
-                memory["status"] = state
+                memory.status = state
         found.sort(key=lambda item: (item[0], item[1]))
         sink.extend(event for _, _, event in found)
 
     def _registry(
-        self, snapshot: dict[str, Any], now: datetime, first: bool, sink: list[Event]
+        self,
+        snapshots: dict[str, CollectionSnapshot],
+        now: datetime,
+        first: bool,
+        sink: list[Event],
     ) -> None:
-        registry = self.settings.registry
-        models = self._paged("search_registered_models")
-        for model in sorted(models, key=lambda m: m.name):
-            before = snapshot.get(model.name, {"aliases": {}, "versions": {}})
-            versions = self._call("search_model_versions", f"name='{model.name}'")
-            aliases = {alias: int(number) for alias, number in model.aliases.items()}
-            after: dict[str, Any] = {"aliases": aliases, "versions": {}}
-            for version in sorted(versions, key=lambda v: int(v.version)):
-                number = str(version.version)
-                tags = {_tag(k, v) for k, v in (version.tags or {}).items()}
-                after["versions"][number] = sorted(tags)
-                place = {
-                    "registry": registry,
-                    "collection": model.name,
-                    "version": int(number),
-                    "artifact_type": "model",
-                    "user": version.user_id or None,
-                }
-                if first:
-                    continue
-                old = before["versions"].get(number)
-                if old is None:
-                    sink.append(
-                        event_from_dict(
-                            {
-                                **place,
-                                "type": "LINK_ARTIFACT",
-                                "timestamp": _iso(version.creation_timestamp),
-                            }
-                        )
-                    )
-                    old = []
-                moment = now.isoformat()
-                for tag in sorted(tags - set(old)):
-                    sink.append(
-                        event_from_dict(
-                            {**place, "type": "ADD_ARTIFACT_TAG", "tag": tag, "timestamp": moment}
-                        )
-                    )
-                for tag in sorted(set(old) - tags):
-                    sink.append(
-                        event_from_dict(
-                            {
-                                **place,
-                                "type": "REMOVE_ARTIFACT_TAG",
-                                "tag": tag,
-                                "timestamp": moment,
-                            }
-                        )
-                    )
+        place = {"registry": self.settings.registry, "artifact_type": "model"}
+        for model in sorted(self._paged("search_registered_models"), key=lambda m: m.name):
+            # `search_model_versions` leaves `aliases` empty: the registered model holds them.
+            holders: dict[int, set[str]] = {}
+            for alias, number in model.aliases.items():
+                holders.setdefault(int(number), set()).add(alias)
+            seen = {
+                int(v.version): SeenVersion(
+                    aliases=frozenset(holders.get(int(v.version), ())),
+                    tags=frozenset(_tag(k, t) for k, t in (v.tags or {}).items()),
+                    created=_iso(v.creation_timestamp),
+                    user=v.user_id or None,
+                )
+                for v in self._call("search_model_versions", f"name='{model.name}'")
+            }
+            events, snapshots[model.name] = collection_changes(
+                {**place, "collection": model.name},
+                snapshots.get(model.name),
+                seen,
+                arrival="LINK_ARTIFACT",
+                unlinks=False,
+                now=now.isoformat(),
+            )
             if not first:
-                for alias, number in sorted(after["aliases"].items()):
-                    if before["aliases"].get(alias) != number:
-                        sink.append(
-                            event_from_dict(
-                                {
-                                    "type": "ADD_ARTIFACT_ALIAS",
-                                    "registry": registry,
-                                    "collection": model.name,
-                                    "version": number,
-                                    "alias": alias,
-                                    "artifact_type": "model",
-                                    "timestamp": now.isoformat(),
-                                }
-                            )
-                        )
-            snapshot[model.name] = after
+                sink.extend(events)
 
     def _logged_models(
         self,
         experiments: dict[str, str],
-        seen: dict[str, Any],
+        seen: LoggedModels,
         since_ms: int,
         first: bool,
         sink: list[Event],
     ) -> None:
         if not experiments or not hasattr(self.client, "search_logged_models"):
             return
-        after = seen.get("after_ms", since_ms)
-        counts: dict[str, int] = seen.setdefault("counts", {})
+        after = since_ms if seen.after_ms is None else seen.after_ms
+        counts = seen.counts
         condition = None if first else f"creation_time > {after}"
         models = self._call("search_logged_models", list(experiments), filter_string=condition)
         newest = after
@@ -292,83 +291,65 @@ class MLflowSource:
                     }
                 )
             )
-        seen["after_ms"] = newest
+        seen.after_ms = newest
 
 
 def registry_changes(
-    cursor: dict[str, Any] | None, body: dict[str, Any], registry: str
+    cursor: dict[str, Any] | None, body: dict[str, Any], registry: str, source: str = "mlflow"
 ) -> tuple[list[Event], dict[str, Any] | None]:
     """The events of one MLflow registry webhook call, and the source's cursor with the change
     applied to its registry snapshot.
 
     The poller finds registry changes by comparing with this snapshot, so a change that came by
     webhook first is not found again by polling — and a change the poller saw first is dropped
-    here: each change gives one event, however it arrives.
+    here: each change gives one event, however it arrives. Before the source's first poll there
+    is no snapshot: every call is an event.
     """
     entity, action, data = body.get("entity"), body.get("action"), body.get("data") or {}
     name = data.get("name")
     if not isinstance(name, str):
         return [], cursor
-    snapshot = None if cursor is None else cursor.setdefault("registry", {})
-    model = None if snapshot is None else snapshot.setdefault(name, {"aliases": {}, "versions": {}})
+    state = MLflowCursor.load(cursor, source)
+    snapshot = None if state is None else state.registry.setdefault(name, {})
     when = body.get("timestamp") or datetime.now(UTC).isoformat()
     place = {"registry": registry, "collection": name, "artifact_type": "model", "timestamp": when}
-    events: list[Event] = []
-
-    def tags_of(version: str) -> list[str]:
-        return [] if model is None else list(model["versions"].setdefault(version, []))
-
+    version = data.get("version")
+    changes: list[dict[str, Any]] = []
     if (entity, action) == ("model_version", "created"):
-        version = str(data.get("version"))
-        if model is None or version not in model["versions"]:
-            events.append(
-                event_from_dict({**place, "type": "LINK_ARTIFACT", "version": int(version)})
-            )
-            tags = sorted(_tag(k, v) for k, v in (data.get("tags") or {}).items())
-            if model is not None:
-                model["versions"][version] = tags
+        changes.append({"type": "LINK_ARTIFACT"})
+        tags = data.get("tags") or {}
+        changes += [{"type": "ADD_ARTIFACT_TAG", "tag": _tag(k, v)} for k, v in tags.items()]
     elif (entity, action) == ("model_version_tag", "set"):
-        version, tag = str(data.get("version")), _tag(str(data.get("key")), data.get("value"))
-        current = tags_of(version)
-        if tag not in current:
-            events.append(
-                event_from_dict(
-                    {**place, "type": "ADD_ARTIFACT_TAG", "version": int(version), "tag": tag}
-                )
-            )
-            replaced = [t for t in current if t.split("=", 1)[0] != data.get("key")]
-            if model is not None:
-                model["versions"][version] = sorted([*replaced, tag])
+        key, tag = str(data.get("key")), _tag(str(data.get("key")), data.get("value"))
+        held = [] if snapshot is None else _held_tags(snapshot, version)
+        # A key holds one value: the value it replaces goes, as a poll would see it.
+        changes += [
+            {"type": "REMOVE_ARTIFACT_TAG", "tag": t}
+            for t in held
+            if t.split("=", 1)[0] == key and t != tag
+        ]
+        changes.append({"type": "ADD_ARTIFACT_TAG", "tag": tag})
     elif (entity, action) == ("model_version_tag", "deleted"):
-        version, key = str(data.get("version")), str(data.get("key"))
-        gone = [t for t in tags_of(version) if t.split("=", 1)[0] == key]
-        if model is None or gone:
-            for tag in gone or [key]:
-                events.append(
-                    event_from_dict(
-                        {
-                            **place,
-                            "type": "REMOVE_ARTIFACT_TAG",
-                            "version": int(version),
-                            "tag": tag,
-                        }
-                    )
-                )
-            if model is not None:
-                model["versions"][version] = [t for t in tags_of(version) if t not in gone]
+        key = str(data.get("key"))
+        held = [key] if snapshot is None else _held_tags(snapshot, version)
+        changes += [
+            {"type": "REMOVE_ARTIFACT_TAG", "tag": t} for t in held if t.split("=", 1)[0] == key
+        ]
     elif (entity, action) == ("model_version_alias", "created"):
-        number, alias = int(str(data.get("version"))), str(data.get("alias"))
-        if model is None or model["aliases"].get(alias) != number:
-            events.append(
-                event_from_dict(
-                    {**place, "type": "ADD_ARTIFACT_ALIAS", "version": number, "alias": alias}
-                )
-            )
-            if model is not None:
-                model["aliases"][alias] = number
-    elif (entity, action) == ("model_version_alias", "deleted") and model is not None:
-        model["aliases"].pop(str(data.get("alias")), None)
-    return events, cursor
+        changes.append({"type": "ADD_ARTIFACT_ALIAS", "alias": str(data.get("alias"))})
+    elif (entity, action) == ("model_version_alias", "deleted") and snapshot is not None:
+        remove_alias(snapshot, str(data.get("alias")))
+    events = []
+    for change in changes:
+        event = event_from_dict({**place, **change, "version": int(str(version))})
+        if snapshot is None or apply_change(snapshot, event):
+            events.append(event)
+    return events, (cursor if state is None else state.dump())
+
+
+def _held_tags(snapshot: CollectionSnapshot, version: Any) -> list[str]:
+    held = snapshot.get(int(str(version)))
+    return [] if held is None else list(held.tags)
 
 
 def source_for(settings: MLflowSourceSettings, automations: list[Any]) -> MLflowSource:
