@@ -277,27 +277,88 @@ def retry(file: ConfigFile, firing_id: str) -> None:
 @app.command(name="import-wandb")
 def import_wandb(
     definitions: Annotated[
-        Path, Parameter(help="JSON of W&B automations, as W&B's API returns them.")
-    ],
+        Path | None,
+        Parameter(
+            help="JSON of W&B automations as W&B's API returns them; leave out to fetch them "
+            "(--entity)."
+        ),
+    ] = None,
     *,
     entity: Annotated[
-        str | None, Parameter(help="The W&B entity, where the JSON omits it.")
+        str | None,
+        Parameter(
+            help="The W&B entity (team) whose automations to fetch; with a FILE, the entity its "
+            "projects belong to."
+        ),
+    ] = None,
+    project: Annotated[
+        str | None,
+        Parameter(
+            help="Only automations of this project (NAME or ENTITY/NAME) and its collections."
+        ),
+    ] = None,
+    registry: Annotated[
+        str | None, Parameter(help="Only automations of this registry and its collections.")
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        Parameter(help="W&B's API, for fetching (default $WANDB_BASE_URL, else api.wandb.ai)."),
     ] = None,
 ) -> None:
-    """Turn W&B automation definitions into our YAML (stdout); what can not be carried over goes
-    to stderr."""
+    """Turn W&B automations into our YAML (stdout): from a FILE, or fetched with --entity
+    and $WANDB_API_KEY. What does not carry over is a comment in the YAML and a note on stderr."""
+    import os
+
+    from prefect_ml_automations.wandb_import import DEFAULT_BASE_URL, fetch_automations
     from prefect_ml_automations.wandb_import import import_wandb as convert
 
-    try:
-        document = json.loads(definitions.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BadInputError(f"{definitions} can not be read ({exc.strerror}).") from None
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{definitions} is not JSON ({exc.msg}, line {exc.lineno}).") from None
-    imported = convert(document, entity=entity)
-    sys.stdout.write(imported.yaml())
-    for note in imported.notes:
+    if definitions is not None:
+        if base_url is not None:
+            raise BadInputError("--base-url is for fetching; leave it out when giving a FILE.")
+        try:
+            document = json.loads(definitions.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise BadInputError(f"{definitions} can not be read ({exc.strerror}).") from None
+        except json.JSONDecodeError as exc:
+            raise BadInputError(
+                f"{definitions} is not JSON ({exc.msg}, line {exc.lineno})."
+            ) from None
+        imported = convert(document, entity=entity, project=project, registry=registry)
+    else:
+        if not entity:
+            raise BadInputError(
+                "Give a FILE of W&B automations (JSON), or --entity to fetch them from W&B."
+            )
+        api_key = os.environ.get("WANDB_API_KEY")
+        if not api_key:
+            raise BadInputError(
+                "WANDB_API_KEY is not set: export your W&B API key "
+                "(https://wandb.ai/authorize) to fetch automations, or give a FILE."
+            )
+        url = base_url or os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+        fetched = fetch_automations(entity, api_key=api_key, base_url=url)
+        imported = convert(
+            fetched.triggers,
+            entity=entity,
+            project=project,
+            registry=registry,
+            homes=fetched.homes,
+        )
+        imported.empty_because = f"W&B lists no automations for entity {entity!r}"
+        if fetched.omitted:
+            left = ", ".join(sorted(fetched.omitted))
+            print(f"note: {url} does not know {left}: left out of the query", file=sys.stderr)
+        if fetched.legacy:
+            print(
+                f"note: {url} has no Entity.triggers: read by the legacy project walk",
+                file=sys.stderr,
+            )
+    for note in imported.messages():
         print(f"note: {note}", file=sys.stderr)
+    why = imported.nothing_imported()
+    if why is not None:
+        raise MLAutomationsError(why)
+    sys.stdout.write(imported.yaml())
 
 
 @app.command
