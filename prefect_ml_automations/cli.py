@@ -309,7 +309,8 @@ def import_wandb(
     and $WANDB_API_KEY. What does not carry over is a comment in the YAML and a note on stderr."""
     import os
 
-    from prefect_ml_automations.wandb_import import DEFAULT_BASE_URL, fetch_automations
+    from prefect_ml_automations.sources.wandb import DEFAULT_BASE_URL
+    from prefect_ml_automations.wandb_import import fetch_automations
     from prefect_ml_automations.wandb_import import import_wandb as convert
 
     if definitions is not None:

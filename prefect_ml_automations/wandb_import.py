@@ -62,13 +62,17 @@ from prefect_ml_automations.automations.triggers import (
     UnlinkArtifact,
 )
 from prefect_ml_automations.errors import BadInputError, ConfigError, SourceError
+from prefect_ml_automations.sources.wandb import (
+    DEFAULT_BASE_URL,
+    REGISTRY_PREFIX,
+    GraphQLRefused,
+    WandbAPI,
+    graphql_errors,
+)
 
 if TYPE_CHECKING:
     import httpx
 
-DEFAULT_BASE_URL = "https://api.wandb.ai"
-#: A registry is the project `wandb-registry-<name>` (W&B's `sdk/artifacts/_validators.py`).
-REGISTRY_PREFIX = "wandb-registry-"
 #: Stands where W&B's answer lacks a value the user must write in (it loads, and watches nothing).
 PLACEHOLDER = "CHANGE-ME"
 _NOT_IMPORTED = "not carried over: the whole automation (written commented out below): "
@@ -210,13 +214,6 @@ def _found_triggers(document: Any) -> Iterator[Any]:
     elif isinstance(document, dict):
         for value in document.values():
             yield from _found_triggers(value)
-
-
-def _graphql_errors(document: Any) -> list[str]:
-    errors = document.get("errors") if isinstance(document, dict) else None
-    if not isinstance(errors, list):
-        return []
-    return [str(e.get("message", e) if isinstance(e, dict) else e) for e in errors]
 
 
 def _holds_automations(document: Any) -> bool:
@@ -1134,7 +1131,7 @@ def import_wandb(
     which project holds them); `homes` says, by collection id, which project holds a collection
     (`fetch_automations` looks them up).
     """
-    errors = _graphql_errors(document)
+    errors = graphql_errors(document)
     triggers = list(_found_triggers(document))
     if not triggers and errors:
         raise BadInputError(f"The file holds W&B's error answer, not automations: {errors[0]}")
@@ -1423,23 +1420,18 @@ GET_ENTITY_AUTOMATIONS = _document(_GET_ENTITY_AUTOMATIONS)
 GET_ENTITY_AUTOMATIONS_LEGACY = _document(_GET_ENTITY_AUTOMATIONS_LEGACY)
 
 
-class _Refused(Exception):
-    """W&B answered the query with GraphQL errors."""
+def _lacks_field(refused: GraphQLRefused, name: str) -> bool:
+    """Whether the server does not have the field (`Cannot query field "triggers" …`)."""
+    return any(f'"{name}"' in m and "field" in m.lower() for m in refused.messages)
 
-    def __init__(self, messages: list[str]) -> None:
-        super().__init__("; ".join(messages))
-        self.messages = messages
 
-    def lacks_field(self, name: str) -> bool:
-        """Whether the server does not have the field (`Cannot query field "triggers" …`)."""
-        return any(f'"{name}"' in m and "field" in m.lower() for m in self.messages)
-
-    def names_fragments(self) -> set[str]:
-        return {
-            fragment
-            for fragment, marks in _OPTIONAL_FRAGMENTS.items()
-            if any(mark in m for m in self.messages for mark in marks)
-        }
+def _named_fragments(refused: GraphQLRefused) -> set[str]:
+    """The optional fragments whose types the server said it does not know."""
+    return {
+        fragment
+        for fragment, marks in _OPTIONAL_FRAGMENTS.items()
+        if any(mark in m for m in refused.messages for mark in marks)
+    }
 
 
 @dataclass
@@ -1454,59 +1446,27 @@ class Fetched:
     omitted: set[str] = field(default_factory=set)
 
 
-class _GraphQL:
-    def __init__(self, http: httpx.Client, base_url: str) -> None:
-        self.http = http
-        self.where = f"W&B at {base_url}"
-
-    def query(self, document: str, variables: dict[str, Any]) -> dict[str, Any]:
-        import httpx
-
-        try:
-            response = self.http.post("/graphql", json={"query": document, "variables": variables})
-        except httpx.TransportError as exc:
-            problem = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
-            raise SourceError(f"{self.where} could not be reached ({problem}).") from exc
-        if response.status_code in (401, 403):
+def _pages(
+    api: WandbAPI, document: str, connection: str, variables: dict[str, Any], per_page: int
+) -> Iterator[dict[str, Any]]:
+    """Each page of `data.scope.<connection>`, following `pageInfo.endCursor`."""
+    cursor: str | None = None
+    while True:
+        data = api.query(document, **variables, cursor=cursor, perPage=per_page)
+        scope = data.get("scope")
+        if not isinstance(scope, dict):
             raise SourceError(
-                f"{self.where} answered HTTP {response.status_code}: it refused the API key in "
-                "WANDB_API_KEY. Check the key (https://wandb.ai/authorize) and --base-url."
+                f"{api.where} has no entity {variables.get('entity')!r} that this API key "
+                "can see; check --entity."
             )
-        if response.status_code != 200:
-            raise SourceError(
-                f"{self.where} answered HTTP {response.status_code}: {response.text[:200]!r}."
-            )
-        try:
-            body = response.json()
-        except ValueError:
-            raise SourceError(f"{self.where} answered with something not JSON.") from None
-        errors = _graphql_errors(body)
-        if errors:
-            raise _Refused(errors)
-        data = body.get("data") if isinstance(body, dict) else None
-        return data if isinstance(data, dict) else {}
-
-    def pages(
-        self, document: str, connection: str, variables: dict[str, Any], per_page: int
-    ) -> Iterator[dict[str, Any]]:
-        """Each page of `data.scope.<connection>`, following `pageInfo.endCursor`."""
-        cursor: str | None = None
-        while True:
-            data = self.query(document, {**variables, "cursor": cursor, "perPage": per_page})
-            scope = data.get("scope")
-            if not isinstance(scope, dict):
-                raise SourceError(
-                    f"{self.where} has no entity {variables.get('entity')!r} that this API key "
-                    "can see; check --entity."
-                )
-            page = scope.get(connection) or {}
-            yield page
-            info = page.get("pageInfo") or {}
-            if not info.get("hasNextPage"):
-                return
-            if not info.get("endCursor") or info["endCursor"] == cursor:
-                raise SourceError(f"{self.where} says there is a next page but gives no cursor.")
-            cursor = info["endCursor"]
+        page = scope.get(connection) or {}
+        yield page
+        info = page.get("pageInfo") or {}
+        if not info.get("hasNextPage"):
+            return
+        if not info.get("endCursor") or info["endCursor"] == cursor:
+            raise SourceError(f"{api.where} says there is a next page but gives no cursor.")
+        cursor = info["endCursor"]
 
 
 def fetch_automations(
@@ -1520,45 +1480,48 @@ def fetch_automations(
     """An entity's saved automations, asked for as W&B's SDK asks (`Api.automations(entity)`):
     `GetEntityAutomations`, or on a server without `Entity.triggers` the legacy project walk;
     then, for each collection scope, the project that holds the collection."""
-    import httpx
-
     fetched = Fetched()
-    with httpx.Client(
-        base_url=base_url.rstrip("/"), auth=("api", api_key), timeout=60, transport=transport
-    ) as http:
-        client = _GraphQL(http, base_url)
+    api = WandbAPI(
+        base_url,
+        api_key,
+        key_hint="it refused the API key in WANDB_API_KEY. Check the key "
+        "(https://wandb.ai/authorize) and --base-url.",
+        retry_delays=(),
+        transport=transport,
+    )
+    try:
         while True:  # each retry drops the legacy field or a fragment: a few at most
             try:
-                fetched.triggers = list(_fetch_triggers(client, entity, per_page, fetched))
+                fetched.triggers = list(_fetch_triggers(api, entity, per_page, fetched))
                 break
-            except _Refused as refused:
-                if not fetched.legacy and refused.lacks_field("triggers"):
+            except GraphQLRefused as refused:
+                if not fetched.legacy and _lacks_field(refused, "triggers"):
                     fetched.legacy = True
-                elif refused.names_fragments() - fetched.omitted:
-                    fetched.omitted |= refused.names_fragments()
+                elif _named_fragments(refused) - fetched.omitted:
+                    fetched.omitted |= _named_fragments(refused)
                 else:
                     raise SourceError(
-                        f"{client.where} refused the automations query: {refused}"
+                        f"{api.where} refused the automations query: {'; '.join(refused.messages)}"
                     ) from None
-        fetched.homes = _collection_homes(client, fetched.triggers)
+        fetched.homes = _collection_homes(api, fetched.triggers)
+    finally:
+        api.close()
     return fetched
 
 
 def _fetch_triggers(
-    client: _GraphQL, entity: str, per_page: int, fetched: Fetched
+    api: WandbAPI, entity: str, per_page: int, fetched: Fetched
 ) -> Iterator[dict[str, Any]]:
     operation = _GET_ENTITY_AUTOMATIONS_LEGACY if fetched.legacy else _GET_ENTITY_AUTOMATIONS
     document = _document(operation, frozenset(fetched.omitted))
     connection = "projects" if fetched.legacy else "triggers"
-    for page in client.pages(document, connection, {"entity": entity}, per_page):
+    for page in _pages(api, document, connection, {"entity": entity}, per_page):
         for edge in page.get("edges") or []:
             node = edge.get("node") or {}
             yield from (node.get("triggers") or []) if fetched.legacy else [node]
 
 
-def _collection_homes(
-    client: _GraphQL, triggers: list[dict[str, Any]]
-) -> dict[str, CollectionHome]:
+def _collection_homes(api: WandbAPI, triggers: list[dict[str, Any]]) -> dict[str, CollectionHome]:
     homes: dict[str, CollectionHome] = {}
     asked: set[str] = set()
     for trigger in triggers:
@@ -1570,8 +1533,8 @@ def _collection_homes(
             continue
         asked.add(collection)
         try:
-            data = client.query(COLLECTION_PROJECT, {"id": collection})
-        except _Refused:
+            data = api.query(COLLECTION_PROJECT, id=collection)
+        except GraphQLRefused:
             continue  # an older server: the automation's note says the project is unknown
         project = ((data.get("artifactCollection") or {}).get("project")) or {}
         if project.get("name"):

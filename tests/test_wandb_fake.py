@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,7 @@ def test_a_field_w_and_b_does_not_have_is_a_graphql_error(world: FakeWandb) -> N
 # -- our documents against W&B's -----------------------------------------------------------------
 
 
+@cache
 def wandb_documents() -> dict[str, str]:
     """W&B's own query documents, from the installed `wandb` package."""
     import wandb
@@ -237,37 +239,55 @@ def _bare(kind: str) -> str:
     ids=["Runs", "HistoryPage", "RunFullHistory", "Collections", "Versions", "Organization"],
 )
 def test_each_query_uses_fields_and_argument_types_w_and_b_uses(ours: str) -> None:
+    assert problems(ours) == []
+
+
+@cache
+def w_and_b_uses() -> Uses:
+    """What W&B's documents, together, select at each field path, with each argument's type."""
     theirs: Uses = {}
     for text in wandb_documents().values():
         for path, arguments in uses(parse(text)).items():
             theirs.setdefault(path, {}).update(arguments)
-    problems = []
+    return theirs
+
+
+def problems(ours: str) -> list[str]:
+    """Where a document asks W&B for a field, or passes an argument, W&B's own never do."""
+    theirs = w_and_b_uses()
+    found = []
     for path, arguments in uses(parse(ours)).items():
         if path not in theirs:
-            problems.append(f"{'.'.join(path)}: no W&B document selects it")
+            found.append(f"{'.'.join(path)}: no W&B document selects it")
             continue
         for name, kind in arguments.items():
             their_kind = theirs[path].get(name)
             if their_kind is None:
-                problems.append(f"{'.'.join(path)}({name}): W&B never passes it")
+                found.append(f"{'.'.join(path)}({name}): W&B never passes it")
             elif "literal" not in (kind, their_kind) and _bare(kind) != _bare(their_kind):
-                problems.append(f"{'.'.join(path)}({name}): {kind} where W&B sends {their_kind}")
-    assert problems == []
+                found.append(f"{'.'.join(path)}({name}): {kind} where W&B sends {their_kind}")
+    return found
 
 
 def test_the_check_above_can_fail() -> None:
     """A field W&B never selects, and an argument of another type, are caught."""
     wrong = 'query X($s: String) { project(name: "p", entityName: "e") { run(name: $s) { nope } } }'
-    theirs: Uses = {}
-    for text in wandb_documents().values():
-        for path, arguments in uses(parse(text)).items():
-            theirs.setdefault(path, {}).update(arguments)
+    theirs = w_and_b_uses()
     mine = uses(parse(wrong))
     assert ("project", "run", "nope") in mine
     assert ("project", "run", "nope") not in theirs
     assert mine[("project", "run")]["name"] == "String"
     assert _bare(theirs[("project", "run")]["name"]) == "String"  # the same: not caught
     assert mine[("project",)]["name"] == "literal"
+    worse = (
+        'query X($s: String, $m: Int) { project(name: "p", entityName: "e") '
+        "{ run(name: $s) { nope history(minStep: $m, when: 3) } } }"
+    )
+    assert problems(worse) == [
+        "project.run.nope: no W&B document selects it",
+        "project.run.history(minStep): Int where W&B sends Int64!",
+        "project.run.history(when): W&B never passes it",
+    ]
 
 
 def test_our_answers_parse_where_our_source_reads_them(world: FakeWandb) -> None:

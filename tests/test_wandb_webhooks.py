@@ -20,6 +20,9 @@ from prefect_ml_automations.store import StateStore
 from .wandb_fake import MODELS, FakeWandb
 
 SECRET = "wb-secret"
+#: A W&B webhook call: the payload template of the README's recipe, filled as W&B fills its
+#: documented variables (W&B's docs, `models/automations/create-automations/webhook.mdx`,
+#: "Payload variables"; `X-Wandb-Signature` as its `static/webhook_test.sh` computes it).
 ALIAS = {
     "event_type": "ADD_ARTIFACT_ALIAS",
     "artifact_version_string": "acme-org/wandb-registry-models/churn:v1",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -334,9 +335,11 @@ def _merge(old: Any, new: Any) -> Any:
 
 
 class _Object:
-    """A W&B object whose fields are methods `f_<field>(**arguments)`."""
+    """A W&B object: fields with arguments (or computed) are methods `f_<field>(**arguments)`,
+    plain fields are the keys of `data`."""
 
     typename = ""
+    data: dict[str, Any] = {}  # noqa: RUF012 (read only: a subclass sets its own)
 
 
 def _typename(obj: Any) -> str:
@@ -350,6 +353,8 @@ def _resolve(obj: Any, name: str, args: dict[str, Any]) -> Any:
         method: Callable[..., Any] | None = getattr(obj, f"f_{name}", None)
         if method is not None:
             return method(**args)
+        if name in obj.data:
+            return obj.data[name]
     elif name in obj:
         return obj[name]
     raise QueryError(f'Cannot query field "{name}" on type "{_typename(obj) or "?"}".')
@@ -372,38 +377,40 @@ def _connection(nodes: list[Any], first: int | None, after: str | None, limit: i
     }
 
 
+#: W&B's run filter columns (snake case, `wandb/apis/public/api.py`, `Api.runs`) as run fields.
+_COLUMNS = {
+    "heartbeat_at": "heartbeatAt",
+    "created_at": "createdAt",
+    "display_name": "displayName",
+    "name": "name",
+    "state": "state",
+}
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "$gt": lambda have, operand: have > operand,
+    "$gte": lambda have, operand: have >= operand,
+    "$lt": lambda have, operand: have < operand,
+    "$eq": lambda have, operand: have == operand,
+    "$in": lambda have, operand: have in operand,
+    "$regex": lambda have, operand: re.search(operand, have) is not None,
+}
+
+
 def _matches(run: dict[str, Any], condition: dict[str, Any]) -> bool:
-    """The subset of W&B's Mongo-style run filters (`wandb/apis/public/api.py`, `Api.runs`)."""
+    """The subset of W&B's Mongo-style run filters the source sends; anything else is refused,
+    so a filter this fake does not know can not pass unnoticed."""
     for key, value in condition.items():
-        if key == "$or":
-            if not any(_matches(run, c) for c in value):
+        if key in ("$or", "$and"):
+            found = (_matches(run, c) for c in value)
+            if not (any(found) if key == "$or" else all(found)):
                 return False
-        elif key == "$and":
-            if not all(_matches(run, c) for c in value):
-                return False
-        elif key in ("heartbeat_at", "created_at", "name", "state", "display_name"):
-            column = {
-                "heartbeat_at": "heartbeatAt",
-                "created_at": "createdAt",
-                "display_name": "displayName",
-            }.get(key, key)
-            have = run[column]
-            ops = value if isinstance(value, dict) else {"$eq": value}
-            for op, operand in ops.items():
-                ok = {
-                    "$gt": lambda h, o: h > o,
-                    "$gte": lambda h, o: h >= o,
-                    "$lt": lambda h, o: h < o,
-                    "$eq": lambda h, o: h == o,
-                    "$in": lambda h, o: h in o,
-                    "$regex": lambda h, o: re.search(o, h) is not None,
-                }
-                if op not in ok:
-                    raise QueryError(f"unsupported filter operator {op!r}")
-                if not ok[op](have, operand):
-                    return False
-        else:
+            continue
+        if key not in _COLUMNS:
             raise QueryError(f"unknown run filter field {key!r}")
+        for op, operand in (value if isinstance(value, dict) else {"$eq": value}).items():
+            if op not in _OPERATORS:
+                raise QueryError(f"unsupported filter operator {op!r}")
+            if not _OPERATORS[op](run[_COLUMNS[key]], operand):
+                return False
     return True
 
 
@@ -435,16 +442,7 @@ class _Project(_Object):
 
     def __init__(self, fake: FakeWandb, key: str) -> None:
         self.fake, self.key = fake, key
-        self.entity, _, self.name = key.partition("/")
-
-    def f_id(self) -> str:
-        return gid("Project", self.key)
-
-    def f_internalId(self) -> str:
-        return str(abs(hash(self.key)) % 10_000)
-
-    def f_readOnly(self) -> bool:
-        return False
+        self.data = {**_project_info(key), "readOnly": False}
 
     def f_runCount(self, filters: str | None = None) -> int:
         return len(self._runs(filters))
@@ -463,16 +461,13 @@ class _Project(_Object):
     ) -> Any:
         nodes = self._runs(filters)
         order = order or "+created_at"
-        column = {"heartbeat_at": "heartbeatAt", "created_at": "createdAt"}[order.lstrip("+-")]
+        column = _COLUMNS[order.lstrip("+-")]
         nodes.sort(key=lambda n: (n[column], n["name"]), reverse=order.startswith("-"))
         return _connection(nodes, first, after, self.fake.page_size)
 
     def f_run(self, name: str) -> Any:
         run = next((r for r in self.fake.runs.get(self.key, []) if r.name == name), None)
         return None if run is None else _Run(self.fake, run)
-
-    def f_entity(self) -> dict[str, Any]:
-        return {"name": self.entity}
 
     def f_artifactCollections(
         self,
@@ -508,7 +503,7 @@ def _project_info(key: str) -> dict[str, Any]:
     return {
         "__typename": "Project",
         "id": gid("Project", key),
-        "internalId": str(abs(hash(key)) % 10_000),
+        "internalId": str(zlib.crc32(key.encode()) % 10_000),
         "name": name,
         "entity": {"name": entity},
     }
@@ -518,30 +513,16 @@ class _Collection(_Object):
     def __init__(self, fake: FakeWandb, collection: FakeCollection) -> None:
         self.fake, self.collection = fake, collection
         self.typename = collection.typename
-
-    def f_id(self) -> str:
-        return gid("ArtifactCollection", f"{self.collection.project}/{self.collection.name}")
-
-    def f_name(self) -> str:
-        return self.collection.name
-
-    def f_description(self) -> None:
-        return None
-
-    def f_createdAt(self) -> str:
-        return "2026-01-01T00:00:00"
-
-    def f_updatedAt(self) -> None:
-        return None
-
-    def f_project(self) -> dict[str, Any]:
-        return _project_info(self.collection.project)
-
-    def f_defaultArtifactType(self) -> dict[str, Any]:
-        return {"name": self.collection.type}
-
-    def f_tags(self) -> dict[str, Any]:
-        return {"edges": []}
+        self.data = {
+            "id": gid("ArtifactCollection", f"{collection.project}/{collection.name}"),
+            "name": collection.name,
+            "description": None,
+            "createdAt": "2026-01-01T00:00:00",
+            "updatedAt": None,
+            "project": _project_info(collection.project),
+            "defaultArtifactType": {"name": collection.type},
+            "tags": {"edges": []},
+        }
 
     def f_artifacts(
         self,
@@ -631,8 +612,7 @@ class _Run(_Object):
 
     def __init__(self, fake: FakeWandb, run: FakeRun) -> None:
         self.fake, self.run = fake, run
-        for key, value in run.node().items():
-            setattr(self, f"f_{key}", lambda value=value: value)
+        self.data = run.node()
 
     def f_history(
         self, minStep: int = 0, maxStep: int | None = None, samples: int = 500

@@ -32,7 +32,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -50,7 +50,9 @@ from prefect_ml_automations.sources.snapshots import (
     collection_changes,
 )
 
+#: A registry is the project `wandb-registry-<name>` (W&B's `sdk/artifacts/_validators.py`).
 REGISTRY_PREFIX = "wandb-registry-"
+DEFAULT_BASE_URL: str = WandbSourceSettings.model_fields["base_url"].default
 #: Runs active this long before the last poll are read again (W&B's filters lag).
 OVERLAP = timedelta(minutes=5)
 #: Waits before retrying a 429 / 5xx answer (seconds); a Retry-After header wins.
@@ -154,6 +156,92 @@ ALIVE = {"running", "pending", "preempting"}
 _VERSION_ALIAS = re.compile(r"v\d+")
 
 
+def graphql_errors(body: Any) -> list[str]:
+    """The messages of a GraphQL answer's `errors` (none when it has none)."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return []
+    return [str(e.get("message", e) if isinstance(e, dict) else e) for e in errors]
+
+
+class GraphQLRefused(SourceError):
+    """W&B answered a query with GraphQL errors (an unknown field, a bad argument, …)."""
+
+    def __init__(self, where: str, messages: list[str]) -> None:
+        super().__init__(f"{where} refused a query: {'; '.join(messages)}.")
+        self.messages = messages
+
+
+class WandbAPI:
+    """W&B's GraphQL endpoint: `POST <base>/graphql` with HTTP Basic `api:<API key>`.
+
+    `query` returns an answer's `data`. 429 and 5xx answers are retried after `retry_delays`
+    (a `Retry-After` header wins; `None`: `RETRY_DELAYS`); anything else is a `SourceError` that
+    says what to fix — `key_hint` for a refused key — or, for GraphQL errors, `GraphQLRefused`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        key_hint: str,
+        retry_delays: Sequence[float] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.where = f"W&B at {base_url}"
+        self.key_hint = key_hint
+        self.retry_delays = retry_delays
+        self.calls = 0
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), auth=("api", api_key), timeout=60, transport=transport
+        )
+
+    def query(self, document: str, **variables: Any) -> dict[str, Any]:
+        where = self.where
+        delays = RETRY_DELAYS if self.retry_delays is None else tuple(self.retry_delays)
+        for delay in (*delays, None):
+            self.calls += 1
+            try:
+                response = self._http.post(
+                    "/graphql", json={"query": document, "variables": variables}
+                )
+            except httpx.TransportError as exc:
+                reason = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+                problem = f"could not be reached ({reason})"
+            else:
+                if response.status_code == 200:
+                    return self._data(response)
+                problem = f"answered HTTP {response.status_code}"
+                if response.status_code in (401, 403):
+                    raise SourceError(f"{where} {problem}: {self.key_hint}")
+                if response.status_code != 429 and response.status_code < 500:
+                    raise SourceError(f"{where} {problem}: {response.text[:200]!r}.")
+                retry_after = response.headers.get("Retry-After")
+                if delay is not None and retry_after and retry_after.replace(".", "", 1).isdigit():
+                    delay = min(float(retry_after), 60.0)
+            if delay is None:
+                break
+            time.sleep(delay)
+        raise SourceError(f"{where} {problem}{', after retries' if delays else ''}.")
+
+    def _data(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise SourceError(f"{self.where} answered with something not JSON.") from None
+        if not isinstance(body, dict):
+            raise SourceError(f"{self.where} answered with JSON that is not an object.")
+        messages = graphql_errors(body)
+        if messages:
+            raise GraphQLRefused(self.where, messages)
+        data = body.get("data")
+        return data if isinstance(data, dict) else {}
+
+    def close(self) -> None:
+        self._http.close()
+
+
 class RunMemory(BaseModel):
     """What the last poll saw of one run."""
 
@@ -197,7 +285,6 @@ class WandbSource:
         self.settings = settings
         self.projects = projects
         self.registries = registries
-        self.calls = 0
         key = (
             settings.api_key.get_secret_value()
             if settings.api_key
@@ -208,51 +295,16 @@ class WandbSource:
                 f"Source {self.name!r} has no W&B API key: set api_key in the config "
                 '(for example "${WANDB_API_KEY}") or export WANDB_API_KEY.'
             )
-        self._http = httpx.Client(
-            base_url=settings.base_url, auth=("api", key), timeout=60, transport=transport
+        self.api = WandbAPI(
+            settings.base_url,
+            key,
+            key_hint=f"check the API key of source {self.name!r}.",
+            transport=transport,
         )
 
-    # -- GraphQL ----------------------------------------------------------------------------
-
     def query(self, document: str, **variables: Any) -> dict[str, Any]:
-        """One GraphQL request, with back-off on 429 and 5xx; its `data`."""
-        where = f"W&B at {self.settings.base_url}"
-        for delay in (*RETRY_DELAYS, None):
-            self.calls += 1
-            try:
-                response = self._http.post(
-                    "/graphql", json={"query": document, "variables": variables}
-                )
-            except httpx.TransportError as exc:
-                problem = f"could not be reached ({exc.__class__.__name__})"
-            else:
-                if response.status_code == 200:
-                    try:
-                        body = response.json()
-                    except ValueError:
-                        raise SourceError(f"{where} answered with something not JSON.") from None
-                    if not isinstance(body, dict):
-                        raise SourceError(f"{where} answered with JSON that is not an object.")
-                    if body.get("errors"):
-                        first = body["errors"][0]
-                        message = first.get("message", first) if isinstance(first, dict) else first
-                        raise SourceError(f"{where} refused a query: {message}.")
-                    data = body.get("data")
-                    return data if isinstance(data, dict) else {}
-                problem = f"answered HTTP {response.status_code}"
-                if response.status_code in (401, 403):
-                    raise SourceError(
-                        f"{where} {problem}: check the API key of source {self.name!r}."
-                    )
-                if response.status_code != 429 and response.status_code < 500:
-                    raise SourceError(f"{where} {problem}.")
-                retry_after = response.headers.get("Retry-After")
-                if delay is not None and retry_after and retry_after.replace(".", "", 1).isdigit():
-                    delay = min(float(retry_after), 60.0)
-            if delay is None:
-                break
-            time.sleep(delay)
-        raise SourceError(f"{where} {problem}, after retries.")
+        """One GraphQL request's `data` (see `WandbAPI.query`)."""
+        return self.api.query(document, **variables)
 
     def _edges(
         self, document: str, path: tuple[str, ...], missing: str, **variables: Any
@@ -276,7 +328,7 @@ class WandbSource:
     # -- a poll ---------------------------------------------------------------------------
 
     def poll(self, cursor: dict[str, Any] | None, now: datetime) -> Poll:
-        self.calls = 0
+        self.api.calls = 0
         state = WandbCursor.load(cursor, self.name) or WandbCursor(version=2, polled_at=now)
         out = Poll()
         for project in sorted(self.projects):
@@ -311,7 +363,7 @@ class WandbSource:
                 state.watching.append(home)
         state.polled_at = now
         out.cursor = state.dump()
-        out.calls = self.calls
+        out.calls = self.api.calls
         return out
 
     def _split(self, project: str) -> tuple[str, str]:
