@@ -265,6 +265,29 @@ def test_a_run_declared_crashed_without_a_new_heartbeat_is_seen(fake: FakeWandb)
     assert quiet.calls == 2  # the active runs and the collections: the dead run is not asked for
 
 
+def test_a_run_pushed_as_running_is_looked_for_when_it_goes_quiet(fake: FakeWandb) -> None:
+    """A W&B webhook said the run is running; the poller never saw it active. When W&B later
+    declares it crashed, the poll still asks for it."""
+    fake.runs["acme/vision"] = []
+    s = source(registries=set())
+    start = now()
+    cursor = s.poll(None, start).cursor
+    beat = stamp(start - timedelta(hours=1))  # older than any poll looks back
+    fake.runs["acme/vision"].append(FakeRun("r1", "sweep", "alice", beat, heartbeat_at=beat))
+    call = {
+        "event_type": "RUN_STATE",
+        "run_id": "r1",
+        "project_name": "vision",
+        "run_status": "running",
+    }
+    pushed, cursor = wandb.webhook_changes(cursor, call, "acme", start, "team")
+    assert summary(pushed) == [("RUN_STATE", "r1", "running")]
+    assert cursor is not None
+    fake.run("acme/vision", "r1").state = "crashed"
+    later = s.poll(cursor, start + timedelta(minutes=30))
+    assert summary(later.events) == [("RUN_STATE", "r1", "failed")]
+
+
 @pytest.mark.parametrize(
     ("registries", "projects", "message"),
     [

@@ -306,6 +306,8 @@ def registry_changes(
     is no snapshot: every call is an event.
     """
     entity, action, data = body.get("entity"), body.get("action"), body.get("data") or {}
+    if not isinstance(data, dict):
+        raise ValueError("its 'data' must be an object (MLflow sends the model version there)")
     name = data.get("name")
     if not isinstance(name, str):
         return [], cursor
@@ -318,6 +320,8 @@ def registry_changes(
     if (entity, action) == ("model_version", "created"):
         changes.append({"type": "LINK_ARTIFACT"})
         tags = data.get("tags") or {}
+        if not isinstance(tags, dict):
+            raise ValueError("its 'data.tags' must be an object of tag names and values")
         changes += [{"type": "ADD_ARTIFACT_TAG", "tag": _tag(k, v)} for k, v in tags.items()]
     elif (entity, action) == ("model_version_tag", "set"):
         key, tag = str(data.get("key")), _tag(str(data.get("key")), data.get("value"))

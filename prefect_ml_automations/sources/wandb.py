@@ -688,6 +688,7 @@ def webhook_changes(
             if memory.state == event.state:
                 return [], cursor
             memory.state = event.state
+            memory.alive = event.state == "running"  # so a silent crash is still looked for
             return [event], state.dump()
         return [event], cursor
     if kind not in _ARTIFACT_TYPES:
