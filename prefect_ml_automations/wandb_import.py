@@ -1106,6 +1106,8 @@ class Imported:
 
 
 def _comment(note: str, indent: str) -> list[str]:
+    # YAML refuses control characters even in comments: a name W&B holds may carry them.
+    note = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in note)
     wrapped = textwrap.wrap(
         note,
         width=96 - len(indent),

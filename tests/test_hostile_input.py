@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from prefect_ml_automations.config import parse_config
@@ -221,6 +221,7 @@ def saved_automations() -> st.SearchStrategy[dict[str, Any]]:
 
 @HOSTILE
 @given(document=st.one_of(values, st.lists(saved_automations(), max_size=3)))
+@example(document=[{"event": {"eventType": "LINK_MODEL", "filter": {"\x1f": None}}}])  # a note
 def test_any_json_imports_into_yaml_that_loads_or_a_clear_error(document: Any) -> None:
     import yaml
 
