@@ -11,7 +11,7 @@ segment layout of `series`; run states and artifact events, which are few, one b
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,6 +22,7 @@ from prefect_ml_automations.automations import (
     ArtifactTrigger,
     Automation,
     MetricTrigger,
+    MetricWindows,
     RunMetricZScore,
     RunState,
 )
@@ -335,6 +336,14 @@ class _MetricPass:
         self.triggers: list[MetricTrigger] = [a.event for a in automations]  # type: ignore[misc]
 
     def evaluate(self, out: Evaluation) -> None:
+        if self.ingest(out):
+            for automation, trigger in zip(self.automations, self.triggers, strict=True):
+                self._judge(automation, trigger, out)
+            self.remember()
+
+    def ingest(self, out: Evaluation) -> bool:
+        """Lay out the batch's trigger points of the metric in the project, advancing the series
+        (False: the batch has none). The windows below read this layout."""
         batch, columns = self.events.batch, self.events.columns
         if self.metric not in batch.metrics:
             if self.explain:
@@ -346,7 +355,7 @@ class _MetricPass:
                             f"no run logged {self.metric!r}",
                         )
                     )
-            return
+            return False
         metric_code = batch.metrics.index(self.metric)
         in_project = np.array([p == self.project for p in self.events.projects], bool)
         of_metric = columns.metric == metric_code
@@ -354,7 +363,7 @@ class _MetricPass:
             self._explain_other_projects(out, of_metric & ~in_project[columns.run])
         selected = np.flatnonzero(of_metric & in_project[columns.run] & ~np.isnan(columns.value))
         if not len(selected):
-            return
+            return False
         capacity = max(t.values_needed for t in self.triggers)
         table = self.state.series_table(self.project, self.metric, capacity)
         self._prepare_members(table)  # before the batch changes the tails
@@ -365,8 +374,10 @@ class _MetricPass:
         self.trigger_runs = self.events.row_run[self.rows]
         self._z: dict[int, F64] = {}
         self._zbatch: ZScoreBatch | None = None
-        for automation, trigger in zip(self.automations, self.triggers, strict=True):
-            self._judge(automation, trigger, out)
+        return True
+
+    def remember(self) -> None:
+        """Keep the z-score member lists as they stand after the batch."""
         for k, members in self._members_before.items():
             if self._zbatch is not None:
                 self.state.members[(self.project, self.metric, k)] = self._zbatch.membership(
@@ -577,6 +588,56 @@ class _MetricPass:
         row = int(self.rows[self.trigger_runs == run][-1])
         user, name = self.events.user_at(row), self.events.name_at(row)
         return automation.run_filters.admits(user=user, run_name=name) or "filtered out"
+
+
+def metric_windows(
+    batch: EventBatch,
+    project: str,
+    triggers: Sequence[MetricTrigger],
+    *,
+    stream_size: int | None = None,
+) -> Iterator[tuple[I64, MetricWindows]]:
+    """The windows `Evaluator.evaluate` judges metric triggers on, from a fresh state.
+
+    `triggers` share one metric; `batch` holds its points (or more). For each slice the
+    evaluator cuts a stream into (`CHUNK_EVENTS` events of arrival each), this yields the
+    arrival index of every trigger point of the metric in `project`, in the order the evaluator
+    judges them, and the windows at those points: `trigger.measure(windows).value` is, number for
+    number, what the evaluator compares with the trigger's condition (with these triggers alone:
+    the series kept for a longer window of another automation can round windows over 16 values
+    differently). Read each windows object before asking for the next slice. (In pandas terms,
+    an aggregate is, per run, a rolling window over the run's counted points in step order, read
+    at the points that extend the series — without `groupby().rolling()`'s cost.)
+
+    `batch` may hold part of a longer stream, its `arrival` the events' places in that stream of
+    `stream_size` events: it is cut where the evaluator would cut the whole stream.
+    """
+    size = batch.size if stream_size is None else stream_size
+    state = EvaluatorState()
+    automations = [
+        Automation.model_validate(
+            {
+                "name": f"measure-{i}",
+                "scope": {"project": project},
+                "event": trigger.model_dump(),
+                "action": {"type": "no_op"},
+            }
+        )
+        for i, trigger in enumerate(triggers)
+    ]
+    metric = triggers[0].metric
+    if size <= CHUNK_EVENTS:
+        pieces: Iterable[EventBatch] = [batch]
+    else:
+        pieces = (batch.between(lo, lo + CHUNK_EVENTS) for lo in range(0, size, CHUNK_EVENTS))
+    for piece in pieces:
+        if not len(piece.columns):
+            continue
+        events = _Batch(state, piece)
+        metric_pass = _MetricPass(state, events, project, metric, automations, NO_TIME, False)
+        if metric_pass.ingest(Evaluation()):
+            yield piece.columns.arrival[metric_pass.rows], metric_pass
+            metric_pass.remember()
 
 
 def _merged(skips: list[Skip]) -> list[Skip]:
