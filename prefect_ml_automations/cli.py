@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 from cyclopts.exceptions import CycloptsError
@@ -123,8 +123,12 @@ def run(
     if once:
         from prefect_ml_automations.flows import sensor_cycle
 
-        result = asyncio.run(sensor_cycle(str(file)))
-        print(json.dumps(result))
+        state: Any = asyncio.run(sensor_cycle(str(file), return_state=True))  # type: ignore[arg-type]
+        counts = asyncio.run(state.aresult(raise_on_failure=False))
+        if isinstance(counts, dict):
+            print(json.dumps(counts))
+        if not state.is_completed():
+            raise MLAutomationsError(state.message or "The sensor cycle failed.")
         return
     from prefect_ml_automations.flows import sensor_service
 
@@ -147,7 +151,7 @@ def receive(
 ) -> None:
     """The push receiver: POST /events into the inbox (and, by default, the sensor)."""
     from prefect_ml_automations.config import load_config
-    from prefect_ml_automations.runner import serve_receiver
+    from prefect_ml_automations.flows.receiver import serve_receiver
 
     config = load_config(file)
     if insecure and host not in ("127.0.0.1", "localhost", "::1"):
@@ -180,30 +184,45 @@ def serve(
     if interval <= 0:
         raise BadInputError(f"--interval must be a positive number of seconds, not {interval}.")
     deployment = sensor_deployment(file, interval=interval, name=name)
-    print(f"Serving ml-automations-sensor/{name}, a cycle every {interval:g} s (Ctrl-C stops).")
-    prefect_serve(deployment, pause_on_shutdown=False, print_starting_message=False)
+    print(
+        f"Serving ml-automations-sensor/{name}, a cycle every {interval:g} s "
+        "(Ctrl-C stops serving and pauses the schedule, so no late runs pile up)."
+    )
+    try:
+        prefect_serve(deployment, pause_on_shutdown=True, print_starting_message=False)
+    finally:
+        # Prefect's runner pauses what it served — unless it was stopped while starting up.
+        if _pause_deployment(f"ml-automations-sensor/{name}"):
+            print(f"Stopped; the schedule of ml-automations-sensor/{name} is paused.")
+
+
+def _pause_deployment(name: str) -> bool:
+    """Pause a deployment's schedule; False when there is none (or no API to ask)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def pause() -> bool:
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name(name)
+            if not deployment.paused:
+                await client.pause_deployment(deployment.id)
+            return True
+
+    try:
+        return asyncio.run(pause())
+    except Exception:  # not created, or the API is gone: nothing left to pause
+        return False
 
 
 @app.command
 def apply(file: ConfigFile) -> None:
-    """Save a config file's automations (and its store) as Prefect blocks."""
-    from prefect_ml_automations.blocks import AutomationBlock, StateStoreBlock
+    """Save a config file as Prefect blocks: its automations, sources (with their credentials),
+    receiver settings and store — all a sensor started from the Prefect UI needs."""
+    from prefect_ml_automations.blocks import save_config
     from prefect_ml_automations.config import load_config
 
-    config = load_config(file)
-    for automation in config.automations:
-        name = block_name(automation.name)
-        AutomationBlock(automation=automation).save(name, overwrite=True)
-        print(f"saved automation {automation.name!r} as block ml-automation/{name}")
-    StateStoreBlock(url=config.store).save("ml-automations-store", overwrite=True)
-    print("saved the state store as block ml-automations-state-store/ml-automations-store")
-
-
-def block_name(name: str) -> str:
-    """A block document name from an automation name (lower case, letters, digits, dashes)."""
-    import re
-
-    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "automation"
+    save_config(load_config(file))
 
 
 @app.command

@@ -57,6 +57,11 @@ class SourceError(MLAutomationsError):
     """A tracker (W&B, MLflow) could not be read."""
 
 
+class SourceUnavailable(SourceError):
+    """A tracker could not be reached, or was busy (429, 5xx) through every retry: a later poll
+    may well succeed."""
+
+
 class ActionError(MLAutomationsError):
     """An action (deployment, webhook, notification) could not be carried out.
 

@@ -1,4 +1,4 @@
-"""Long-running processes: the sensor loop, and the receiver with the sensor beside it.
+"""The long-running sensor loop (`ml-automations run`, and the service beside the receiver).
 
 The loop runs a cycle when it is woken (a push arrived), when the inbox has events (another
 process ingested some; checked every quarter second, one cheap query), when a retry falls due,
@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
+from uuid import UUID
 
-from prefect_ml_automations.config import AutomationsConfig
-from prefect_ml_automations.flows.sensor import publish
 from prefect_ml_automations.sensor import Sensor, summary
 from prefect_ml_automations.store import StateStore
 
@@ -30,9 +30,17 @@ def wake_event(sensor: str) -> asyncio.Event:
 
 
 async def sensor_loop(
-    sensor: Sensor, *, interval: float, wake: asyncio.Event | None = None, cycles: int | None = None
+    sensor: Sensor,
+    *,
+    interval: float,
+    wake: asyncio.Event | None = None,
+    cycles: int | None = None,
+    block_ids: Mapping[str, UUID] | None = None,
 ) -> None:
-    """Run cycles until cancelled (or `cycles` of them have run)."""
+    """Run cycles until cancelled (or `cycles` of them have run). A failed action or source is
+    logged (ERROR) and the loop goes on: the firing is retried or stays `failed` in the history."""
+    from prefect_ml_automations.tasks.sensor import announce, publish
+
     wake = wake or asyncio.Event()
     done = 0
     while cycles is None or done < cycles:
@@ -40,11 +48,19 @@ async def sensor_loop(
         done += 1
         if not report.idle:
             logger.info("sensor %s: %s", sensor.name, summary(report))
-        if not report.idle and in_flow_run():
+        for error in report.source_errors:
+            logger.error("sensor %s: source %s", sensor.name, error)
+        for delivery in report.deliveries:
+            if delivery.failed:
+                logger.error("sensor %s: %s", sensor.name, delivery.describe())
+        if in_flow_run():
             try:
-                await publish(report, sensor=sensor.name)
+                for delivery in report.deliveries:
+                    announce(delivery, block_ids or {})
+                if not report.idle:
+                    await publish(report, sensor=sensor.name)
             except Exception as exc:  # the UI is a view: a failed artifact stops nothing
-                logger.warning("could not write the cycle's artifact: %s", exc)
+                logger.warning("could not write the cycle's artifact or events: %s", exc)
         if cycles is not None and done >= cycles:
             break
         await _idle(sensor.store, wake, interval)
@@ -69,36 +85,3 @@ async def _idle(store: StateStore, wake: asyncio.Event, interval: float) -> None
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=min(INBOX_POLL, deadline - loop.time()))
-
-
-def serve_receiver(
-    config_file: str,
-    config: AutomationsConfig,
-    *,
-    host: str,
-    port: int,
-    insecure: bool,
-    with_sensor: bool,
-    interval: float,
-) -> None:
-    """Serve the receiver (and the sensor service, woken by each push) until interrupted."""
-    import uvicorn
-
-    from prefect_ml_automations.receiver import create_app
-
-    store = StateStore(config.store)
-    app = create_app(config, store, wake=lambda: wake_event("default").set(), insecure=insecure)
-    if with_sensor:
-        from prefect_ml_automations.flows.sensor import sensor_service
-
-        @contextlib.asynccontextmanager
-        async def lifespan(_: object):  # type: ignore[no-untyped-def]
-            wake_event("default")  # created on uvicorn's loop, before the first push
-            task = asyncio.create_task(sensor_service(config_file, interval=interval))
-            yield
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-        app.router.lifespan_context = lifespan
-    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,17 +1,25 @@
 """The sensor: read new events, judge them, record firings, then carry out their actions.
 
-One cycle is two steps:
+One cycle is four steps (the flow `ml-automations-sensor` runs each as Prefect task runs):
 
-1. `evaluate` — in one store transaction: take the inbox (and, later, what the sources found),
-   evaluate it with the persisted evaluator state, record the new firings as `pending` and save
-   the new state. A crash anywhere here rolls all of it back; the next cycle does it again and,
-   the evaluation being deterministic, finds the same firings.
-2. `deliver` — for every pending firing that is due: claim it (a lease, so that two sensors never
-   run one action at once), run the action, mark it `finished`, or `failed` with the error once
-   its retries are spent. A firing left pending by a crash is simply due again later, and a
-   deployment is started with an idempotency key, so a retried firing starts no second flow run.
+1. `poll` — each source reads what changed since its cursor, *outside* the store's lock (a slow
+   tracker holds up nobody), starting from the cursor read just before.
+2. `commit` — in one store transaction: take the inbox, keep each poll whose source's cursor is
+   still the one it started from (compare and swap: a poll that raced another sensor or a
+   webhook is dropped and done again next cycle, never counted twice), evaluate everything with
+   the persisted evaluator state, record the new firings as `pending`, save cursors and state.
+   A crash anywhere here rolls all of it back; the evaluation being deterministic, the next
+   cycle finds the same firings.
+3. `deliver` — for every pending firing that is due: claim it (a lease, so two sensors never run
+   one action at once), run the action — several at a time, up to `DELIVERY_CONCURRENCY` —, mark
+   it `finished`, or `failed` with the error once its retries are spent. A firing left pending by
+   a crash is due again later, and a deployment is started with an idempotency key, so a retried
+   firing starts no second flow run.
+4. `publish` (flows only) — the cycle's artifact for the Prefect UI.
 
->>> # Sensor(load_config("automations.yaml")).run_once()
+Example (no Prefect API needed):
+
+    report = Sensor(load_config("automations.yaml")).run_once()
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from prefect_ml_automations.decisions import Firing, Skip
 from prefect_ml_automations.errors import ActionError, SourceError
 from prefect_ml_automations.evaluator import Evaluator, EventBatch
 from prefect_ml_automations.events import Event
-from prefect_ml_automations.sources import Source
+from prefect_ml_automations.sources import Poll, Source
 from prefect_ml_automations.store import StateStore, utcnow
 
 logger = logging.getLogger("prefect_ml_automations")
@@ -39,6 +47,19 @@ MAX_ATTEMPTS = 3
 LEASE = timedelta(minutes=5)
 #: Wait before the next attempt after a retryable failure, by attempt number.
 BACKOFF = (timedelta(seconds=10), timedelta(seconds=60), timedelta(minutes=5))
+#: Actions run at once by one sensor (a burst of 1,000 firings is not delivered one by one).
+DELIVERY_CONCURRENCY = 16
+
+
+@dataclass
+class Polled:
+    """One source's poll, and the cursor it started from (for the compare and swap)."""
+
+    source: str
+    started_from: dict[str, Any] | None
+    poll: Poll | None = None
+    #: Why the poll gave nothing (the cursor stays where it was).
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,24 +67,67 @@ class Delivery:
     """What became of one firing's action."""
 
     firing: Firing
+    #: `finished`, `failed` (retries spent), or `pending` (failed; tried again at `retry_at`).
     status: str
     result: dict[str, Any] | None = None
     error: str | None = None
+    attempt: int = 1
+    retry_at: datetime | None = None
+
+    @property
+    def failed(self) -> bool:
+        """The action did not succeed this time (whether or not it is tried again)."""
+        return self.error is not None
+
+    def describe(self) -> str:
+        """One line for logs: the firing, and what became of its action."""
+        firing = self.firing
+        what = f"Firing {firing.firing_id[:8]} of {firing.automation!r} ({firing.subject})"
+        if not self.failed:
+            done = ", ".join(f"{k} {v}" for k, v in (self.result or {}).items())
+            return f"{what}: done ({done or 'ok'})."
+        if self.retry_at is not None:
+            again = (
+                f"attempt {self.attempt} of {MAX_ATTEMPTS}; "
+                f"tried again after {self.retry_at:%H:%M:%S} UTC"
+            )
+        else:
+            again = f"after attempt {self.attempt}; `ml-automations retry` runs it again"
+        return f"{what}: its action failed ({again}): {self.error}"
 
 
 @dataclass
 class CycleReport:
-    """What one cycle evaluated, fired, held back and delivered."""
+    """What one cycle evaluated, fired, held back and delivered, and what went wrong."""
 
     events: int = 0
     fired: list[Firing] = field(default_factory=list)
     held_back: list[Skip] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
     source_errors: list[str] = field(default_factory=list)
+    #: Saved blocks that could not be used (a sensor run from blocks).
+    config_problems: list[str] = field(default_factory=list)
+    #: Sources whose poll raced a concurrent change of their cursor (polled again next cycle).
+    dropped_polls: list[str] = field(default_factory=list)
 
     @property
     def idle(self) -> bool:
-        return not (self.events or self.fired or self.deliveries or self.source_errors)
+        return not (
+            self.events
+            or self.fired
+            or self.deliveries
+            or self.source_errors
+            or self.config_problems
+        )
+
+    @property
+    def problems(self) -> list[str]:
+        """What makes this cycle a failed one: bad blocks, sources down, failed actions."""
+        return [
+            *self.config_problems,
+            *(f"source {e}" for e in self.source_errors),
+            *(d.describe() for d in self.deliveries if d.failed),
+        ]
 
     def table(self) -> list[dict[str, object]]:
         """Rows for the cycle's Prefect table artifact."""
@@ -116,34 +180,54 @@ class Sensor:
         self.automations = {a.name: a for a in config.automations}
         self.sources = list(sources) if sources is not None else sources_of(config)
 
-    def evaluate(self, *, limit: int = 100_000, now: datetime | None = None) -> CycleReport:
-        """Step 1: take the inbox, poll the sources, judge what they found and record the
-        firings and every cursor — all in one transaction."""
+    # -- 1. poll -----------------------------------------------------------------------------
+
+    def read_cursors(self) -> dict[str, dict[str, Any] | None]:
+        """Each source's cursor as stored now (one short read; no lock held)."""
+        return self.store.cursors([s.name for s in self.sources])
+
+    def poll(self, source: Source, cursor: dict[str, Any] | None, now: datetime) -> Polled:
+        """Poll one source; any failure becomes the poll's `error` (its cursor stays)."""
+        try:
+            return Polled(source.name, cursor, source.poll(cursor, now))
+        except SourceError as exc:
+            # A tracker that is down holds back only itself: its cursor stays where it was
+            # (nothing unread is skipped) and pushed events go on firing.
+            return Polled(source.name, cursor, error=str(exc))
+        except Exception as exc:
+            # So does a source that trips over an answer it did not expect (or a bug of ours):
+            # one source's surprise must not stop every automation.
+            logger.exception("Source %r failed while polling.", source.name)
+            return Polled(source.name, cursor, error=poll_failure(exc))
+
+    def poll_all(self, now: datetime) -> list[Polled]:
+        cursors = self.read_cursors()
+        return [self.poll(source, cursors.get(source.name), now) for source in self.sources]
+
+    # -- 2. commit ---------------------------------------------------------------------------
+
+    def commit(
+        self, polled: Sequence[Polled], *, limit: int = 100_000, now: datetime | None = None
+    ) -> CycleReport:
+        """In one transaction: take the inbox, keep the polls whose cursor nobody moved meanwhile,
+        judge all of it, record the firings, save the cursors and the evaluator state."""
         report = CycleReport()
         now = now or utcnow()
         with self.store.cycle(self.name) as cycle:
             events = cycle.take_inbox(limit)
             filling: list[Event] = []
-            for source in self.sources:
-                try:
-                    poll = source.poll(cycle.cursor(source.name), now)
-                except SourceError as exc:
-                    # A tracker that is down holds back only itself: its cursor stays where it
-                    # was (nothing unread is skipped) and pushed events go on firing.
-                    report.source_errors.append(f"{source.name}: {exc}")
+            for one in polled:
+                if one.poll is None:
+                    report.source_errors.append(f"{one.source}: {one.error}")
                     continue
-                except Exception as exc:
-                    # So does a source that trips over an answer it did not expect (or a bug of
-                    # ours): one source's surprise must not stop every automation.
-                    logger.exception("Source %r failed while polling.", source.name)
-                    report.source_errors.append(
-                        f"{source.name}: the poll failed ({exc.__class__.__name__}: {exc}); its "
-                        "cursor stays where it was and the poll is tried again next cycle."
-                    )
+                if cycle.cursor(one.source) != one.started_from:
+                    # Another sensor, or a webhook, moved the cursor while we polled: what we
+                    # found is theirs too. Drop it; the next cycle polls from their cursor.
+                    report.dropped_polls.append(one.source)
                     continue
-                cycle.save_cursor(source.name, poll.cursor)
-                events += poll.events
-                filling += poll.filling
+                cycle.save_cursor(one.source, one.poll.cursor)
+                events += one.poll.events
+                filling += one.poll.filling
             if not events and not filling:
                 return report
             state = cycle.state()
@@ -158,20 +242,37 @@ class Sensor:
             cycle.save(state)
         return report
 
-    async def deliver(self, now: datetime | None = None) -> list[Delivery]:
-        """Step 2: carry out the actions of the firings that are due."""
-        deliveries: list[Delivery] = []
+    def evaluate(self, *, limit: int = 100_000, now: datetime | None = None) -> CycleReport:
+        """Steps 1 and 2: poll every source, then commit."""
         now = now or utcnow()
-        while due := self.store.due(now, limit=500):
-            claimed = self.store.claim_many([f.firing_id for f in due], now, LEASE)
-            for firing in due:
-                if firing.firing_id in claimed:  # else another sensor has it
-                    deliveries.append(await self._deliver(firing, claimed[firing.firing_id]))
-            if not claimed:
-                break
+        return self.commit(self.poll_all(now), limit=limit, now=now)
+
+    # -- 3. deliver --------------------------------------------------------------------------
+
+    def claim_due(self, now: datetime | None = None, limit: int = 500) -> list[tuple[Firing, int]]:
+        """The due firings this sensor now holds the lease of, each with its attempt number."""
+        now = now or utcnow()
+        due = self.store.due(now, limit=limit)
+        claimed = self.store.claim_many([f.firing_id for f in due], now, LEASE)
+        return [(f, claimed[f.firing_id]) for f in due if f.firing_id in claimed]
+
+    async def deliver(
+        self, now: datetime | None = None, *, concurrency: int = DELIVERY_CONCURRENCY
+    ) -> list[Delivery]:
+        """Step 3: carry out the actions of the firings that are due, `concurrency` at a time."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(firing: Firing, attempt: int) -> Delivery:
+            async with gate:
+                return await self.deliver_one(firing, attempt)
+
+        deliveries: list[Delivery] = []
+        while claimed := await asyncio.to_thread(self.claim_due, now):
+            deliveries += await asyncio.gather(*(one(f, a) for f, a in claimed))
         return deliveries
 
-    async def _deliver(self, firing: Firing, attempt: int) -> Delivery:
+    async def deliver_one(self, firing: Firing, attempt: int) -> Delivery:
+        """Run one claimed firing's action and settle it in the store."""
         automation = self.automations.get(firing.automation)
         try:
             if automation is None:
@@ -184,17 +285,25 @@ class Sensor:
         except ActionError as exc:
             again = exc.retryable and attempt < MAX_ATTEMPTS
             retry_at = utcnow() + BACKOFF[min(attempt, len(BACKOFF)) - 1] if again else None
-            self.store.fail(firing.firing_id, str(exc), retry_at=retry_at)
-            return Delivery(firing, "pending" if again else "failed", error=str(exc))
+            await asyncio.to_thread(self.store.fail, firing.firing_id, str(exc), retry_at=retry_at)
+            return Delivery(
+                firing,
+                "pending" if again else "failed",
+                error=str(exc),
+                attempt=attempt,
+                retry_at=retry_at,
+            )
         except Exception as exc:  # an action's own bug must not stop the sensor; keep the error
             error = f"{exc.__class__.__name__}: {exc}"
-            self.store.fail(firing.firing_id, error, retry_at=None)
-            return Delivery(firing, "failed", error=error)
-        self.store.finish(firing.firing_id, result)
-        return Delivery(firing, "finished", result=result)
+            await asyncio.to_thread(self.store.fail, firing.firing_id, error, retry_at=None)
+            return Delivery(firing, "failed", error=error, attempt=attempt)
+        await asyncio.to_thread(self.store.finish, firing.firing_id, result)
+        return Delivery(firing, "finished", result=result, attempt=attempt)
+
+    # -- all of it ---------------------------------------------------------------------------
 
     async def cycle(self) -> CycleReport:
-        """Evaluate, then deliver what is due."""
+        """Poll, commit, then deliver what is due (without Prefect task runs)."""
         report = await asyncio.to_thread(self.evaluate)
         report.deliveries = await self.deliver()
         return report
@@ -208,7 +317,15 @@ class Sensor:
         attempt = self.store.claim(firing.firing_id, utcnow(), LEASE)
         if attempt is None:
             return Delivery(firing, "pending", error="another sensor is delivering it right now")
-        return await self._deliver(firing, attempt)
+        return await self.deliver_one(firing, attempt)
+
+
+def poll_failure(exc: BaseException) -> str:
+    """The error of a poll that failed in a way no source expected."""
+    return (
+        f"the poll failed ({exc.__class__.__name__}: {exc}); its cursor stays where it was and "
+        "the poll is tried again next cycle."
+    )
 
 
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -231,7 +348,7 @@ def sources_of(config: AutomationsConfig) -> list[Source]:
 def summary(report: CycleReport) -> str:
     """One line for logs."""
     done = sum(d.status == "finished" for d in report.deliveries)
-    failed = sum(d.status == "failed" for d in report.deliveries)
+    failed = sum(d.failed for d in report.deliveries)
     problems = "".join(f"; source {e}" for e in report.source_errors)
     return (
         f"{report.events} event(s) evaluated, {len(report.fired)} firing(s), "

@@ -226,6 +226,13 @@ class StateStore:
         with self.engine.connect() as connection:
             return connection.execute(sa.select(inbox.c.id).limit(1)).first() is not None
 
+    def cursors(self, sources: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """The stored cursor of each source (None before its first poll), read without a lock:
+        a poll starts from these, and its result is kept only if they are unchanged when it is
+        committed (`Cycle.cursor`)."""
+        with self.engine.connect() as connection:
+            return {source: read_cursor(connection, source) for source in sources}
+
     # -- a sensor cycle -------------------------------------------------------------------------
 
     @contextmanager

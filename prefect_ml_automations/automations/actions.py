@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, JsonValue, SecretStr, field_validator
@@ -55,9 +56,15 @@ class RunDeployment(Action):
 
     type: Literal["run_deployment"]
     deployment: str = Field(description="The deployment as 'flow-name/deployment-name'.")
-    parameters: dict[str, JsonValue] = Field(default_factory=dict)
-    tags: list[str] = Field(default_factory=list)
-    job_variables: dict[str, JsonValue] = Field(default_factory=dict)
+    parameters: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="The flow run's parameters; string values are templates (${run_name}, …).",
+    )
+    tags: list[str] = Field(default_factory=list, description="Tags for the flow run.")
+    job_variables: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="Job variables for the flow run's infrastructure (its work pool's variables).",
+    )
     templated_fields: ClassVar[tuple[str, ...]] = ("parameters",)
 
     @field_validator("deployment")
@@ -71,38 +78,16 @@ class RunDeployment(Action):
         return value
 
     async def deliver(self, firing: Firing) -> dict[str, Any] | None:
-        import httpx
-        from prefect.client.orchestration import get_client
-        from prefect.deployments.flow_runs import arun_deployment
-        from prefect.exceptions import ObjectNotFound
+        from prefect_ml_automations.tasks.deployments import start_flow_run
 
-        try:
-            async with get_client() as client:
-                try:
-                    deployment = await client.read_deployment_by_name(self.deployment)
-                except ObjectNotFound:
-                    raise ActionError(
-                        f"Deployment {self.deployment!r} does not exist; create it (for example "
-                        "with `prefect deploy`) or fix the name.",
-                        retryable=False,
-                    ) from None
-                # Prefect scopes idempotency keys per flow: the deployment id keeps two
-                # deployments of one flow apart.
-                flow_run = await arun_deployment(
-                    deployment.id,
-                    client=client,
-                    parameters=_render(self.parameters, firing),
-                    tags=self.tags or None,
-                    job_variables=self.job_variables or None,
-                    idempotency_key=f"{deployment.id}:{firing.firing_id}",
-                    timeout=0,
-                    as_subflow=False,
-                )
-        except httpx.HTTPError as exc:
-            raise ActionError(
-                f"The Prefect API could not be reached ({exc}).", retryable=True
-            ) from exc
-        return {"flow_run_id": str(flow_run.id)}
+        flow_run = await start_flow_run(
+            self.deployment,
+            _render(self.parameters, firing),
+            idempotency_key=firing.firing_id,
+            tags=self.tags,
+            job_variables=self.job_variables,
+        )
+        return {"flow_run_id": str(flow_run.id), "deployment_id": str(flow_run.deployment_id)}
 
 
 class Webhook(Action):
@@ -111,7 +96,9 @@ class Webhook(Action):
     type: Literal["webhook"]
     url: str = Field(description="Where to POST (http or https).")
     payload: JsonValue = Field(default=None, description="The JSON body; strings are templates.")
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra HTTP headers, sent as given (not templated)."
+    )
     access_token: SecretStr | None = Field(default=None, description="Sent as a bearer token.")
     secret: SecretStr | None = Field(
         default=None, description="Signs the body (HMAC-SHA256, base64) in X-Wandb-Signature."
@@ -179,9 +166,16 @@ class Notification(Action):
     block: str = Field(
         description="A saved notification block, 'type-slug/name': 'slack-webhook/team-alerts'."
     )
-    title: str = "${automation_name} fired"
-    message: str = "${event_type} on ${run_name}${artifact_version_string}: ${metric_filter}"
-    severity: Literal["info", "warn", "error"] = "info"
+    title: str = Field(
+        default="${automation_name} fired", description="The subject line; a template."
+    )
+    message: str = Field(
+        default="${event_type} on ${run_name}${artifact_version_string}: ${metric_filter}",
+        description="The message body; a template.",
+    )
+    severity: Literal["info", "warn", "error"] = Field(
+        default="info", description="info, warn or error; warn and error prefix the subject."
+    )
     templated_fields: ClassVar[tuple[str, ...]] = ("title", "message")
 
     @field_validator("block")
@@ -227,8 +221,14 @@ class EmitEvent(Action):
     """Emit a Prefect event, so Prefect's own automations and deployment triggers can react."""
 
     type: Literal["emit_event"]
-    event: str = "ml.automation.fired"
-    payload: dict[str, JsonValue] = Field(default_factory=dict)
+    event: str = Field(
+        default="ml.automation.fired",
+        description="The Prefect event's name, for Prefect automations and deployment triggers.",
+    )
+    payload: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="Added to the event's payload (beside 'firing'); string values are templates.",
+    )
     templated_fields: ClassVar[tuple[str, ...]] = ("payload",)
 
     async def deliver(self, firing: Firing) -> dict[str, Any] | None:
@@ -247,8 +247,19 @@ class NoOp(Action):
         return None
 
 
-def emit_firing_event(name: str, firing: Firing, payload: dict[str, Any] | None = None) -> Any:
-    """Emit a Prefect event about a firing (a fixed id per name and firing: no duplicates)."""
+def emit_firing_event(
+    name: str,
+    firing: Firing,
+    payload: dict[str, Any] | None = None,
+    *,
+    related: Sequence[dict[str, str]] = (),
+    key: str = "",
+) -> Any:
+    """Emit a Prefect event about a firing, as it happens (`occurred` is now; the time of what
+    triggered it is `triggered_at` in the payload). The resource is the firing; the automation
+    (and whatever `related` adds: its block, the deployment and flow run it started) are related
+    resources, so the Event Feed filtered by any of them shows it. A fixed id per name, firing
+    and `key` (the attempt, say) keeps a re-emitted event from being counted twice."""
     import uuid
 
     from prefect.events import emit_event
@@ -263,11 +274,16 @@ def emit_firing_event(name: str, firing: Firing, payload: dict[str, Any] | None 
             {
                 "prefect.resource.id": f"ml-automations.automation.{firing.automation}",
                 "prefect.resource.role": "automation",
-            }
+                "prefect.resource.name": firing.automation,
+            },
+            *related,
         ],
-        occurred=firing.timestamp,
-        payload={"firing": firing.model_dump(mode="json", exclude_none=True), **(payload or {})},
-        id=uuid.uuid5(uuid.NAMESPACE_URL, f"{name}/{firing.firing_id}"),
+        payload={
+            "triggered_at": firing.timestamp.isoformat(),
+            "firing": firing.model_dump(mode="json", exclude_none=True),
+            **(payload or {}),
+        },
+        id=uuid.uuid5(uuid.NAMESPACE_URL, f"{name}/{firing.firing_id}/{key}"),
     )
 
 

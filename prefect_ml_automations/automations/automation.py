@@ -27,14 +27,24 @@ class Automation(StrictModel):
     "alias matching '^production$' added"
     """
 
-    name: str = Field(min_length=1, max_length=255)
-    description: str = ""
-    enabled: bool = True
+    name: str = Field(
+        min_length=1,
+        max_length=255,
+        description="The automation's name, unique among the automations (at most 255 "
+        "characters); it names the firings in the history.",
+    )
+    description: str = Field(default="", description="What the automation is for (optional).")
+    enabled: bool = Field(
+        default=True, description="A disabled automation is kept but never fires."
+    )
     source: str | None = Field(
         default=None, description="The source this automation watches; optional with one source."
     )
-    scope: Scope
-    event: EventTrigger
+    scope: Scope = Field(
+        description="Where the automation looks: a registry or a project, and optionally some "
+        "of their collections."
+    )
+    event: EventTrigger = Field(description="What happens that fires the automation.")
     filters: RunFilters | None = Field(
         default=None, description="Run filters (run events only): user, run_name regex."
     )
@@ -42,7 +52,7 @@ class Automation(StrictModel):
         default=timedelta(hours=24),
         description="A run fires at most once per cooldown of event time ('0' turns it off).",
     )
-    action: AnyAction
+    action: AnyAction = Field(description="What the automation does when it fires.")
 
     @field_validator("name")
     @classmethod

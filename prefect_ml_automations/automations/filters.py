@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from prefect_ml_automations.automations._types import Regex, StrictModel, compiled
 
 
@@ -12,8 +14,14 @@ class RunFilters(StrictModel):
     True
     """
 
-    user: str | None = None
-    run_name: Regex | None = None
+    user: str | None = Field(
+        default=None, description="Only runs of this user (the exact user name) may fire."
+    )
+    run_name: Regex | None = Field(
+        default=None,
+        description="Only runs whose name matches this regex may fire (searched: '^sweep-' "
+        "for names that start with 'sweep-').",
+    )
 
     def admits(self, *, user: str | None, run_name: str | None) -> str | None:
         """None when a run with this user and name may fire, else the reason it may not."""

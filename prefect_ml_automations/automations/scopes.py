@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Protocol
 
-from pydantic import Discriminator, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from prefect_ml_automations.automations._types import Regex, StrictModel, compiled
 
@@ -29,8 +29,15 @@ class Located(Protocol):
 class RegistryScope(StrictModel):
     """Every collection of a registry (`{registry: models}`), or one (`collection: churn`)."""
 
-    registry: str
-    collection: str | None = None
+    registry: str = Field(
+        description="The registry's name: in W&B without the 'wandb-registry-' prefix; in MLflow "
+        "the name the source gives its model registry (default 'models')."
+    )
+    collection: str | None = Field(
+        default=None,
+        description="One collection of the registry (a W&B registry collection, an MLflow "
+        "registered model); leave it out for every collection, also those created later.",
+    )
 
     @property
     def is_plain_project(self) -> bool:
@@ -62,9 +69,19 @@ class RegistryScope(StrictModel):
 class ProjectScope(StrictModel):
     """A project's runs and collections (`{project: team/vision}`), or some of its collections."""
 
-    project: str
-    collection: str | None = None
-    collection_regex: Regex | None = None
+    project: str = Field(
+        description="The project: W&B 'entity/project', or an MLflow experiment's name."
+    )
+    collection: str | None = Field(
+        default=None,
+        description="One artifact collection of the project (an MLflow logged model's name); "
+        "leave collection and collection_regex out for every collection and all runs.",
+    )
+    collection_regex: Regex | None = Field(
+        default=None,
+        description="The project's collections whose names match this regex (searched; anchor "
+        "with ^ and $); not together with collection.",
+    )
 
     @model_validator(mode="after")
     def _one_collection_selector(self) -> ProjectScope:

@@ -138,7 +138,11 @@ class AddArtifactAlias(ArtifactTrigger):
     """An alias (such as `production`) is added to a version; `alias` is a regex, default any."""
 
     type: Literal["ADD_ARTIFACT_ALIAS"]
-    alias: Regex | None = None
+    alias: Regex | None = Field(
+        default=None,
+        description="Only aliases that match this regex (searched: '^production$' for exactly "
+        "production); leave it out for any alias.",
+    )
 
     def matches(self, change: ArtifactChange) -> str | None:
         if self.alias is None or compiled(self.alias).search(change.alias or ""):
@@ -150,7 +154,11 @@ class AddArtifactAlias(ArtifactTrigger):
 
 
 class _TagTrigger(ArtifactTrigger):
-    tag: Regex | None = None
+    tag: Regex | None = Field(
+        default=None,
+        description="Only tags that match this regex (searched; anchor with ^ and $); leave it "
+        "out for any tag.",
+    )
 
     def matches(self, change: ArtifactChange) -> str | None:
         if self.tag is None or compiled(self.tag).search(change.tag or ""):
@@ -188,7 +196,11 @@ class RunState(RunTrigger):
     """A run enters one of `states` (`crashed` counts as `failed`; `killed` never fires)."""
 
     type: Literal["RUN_STATE"]
-    states: list[Literal["running", "finished", "failed"]] = Field(min_length=1)
+    states: list[Literal["running", "finished", "failed"]] = Field(
+        min_length=1,
+        description="The states that fire when a run enters them: running, finished, failed "
+        "(a crashed run counts as failed; a killed run never fires).",
+    )
 
     @field_validator("states", mode="before")
     @classmethod
@@ -263,7 +275,11 @@ def _beyond(value: FloatArray, amount: float, direction: str) -> BoolArray:
 class MetricTrigger(RunTrigger):
     """Conditions on a run's metric values, checked at every new point of the run."""
 
-    metric: str = Field(min_length=1)
+    metric: str = Field(
+        min_length=1,
+        description="The metric's name as the run logs it (system metrics: W&B 'system.*', "
+        "MLflow 'system/*').",
+    )
 
     @property
     @abstractmethod
@@ -292,10 +308,16 @@ class RunMetric(MetricTrigger):
     """`aggregation` of the last `window` values compared with `threshold`."""
 
     type: Literal["RUN_METRIC"]
-    window: PositiveInt = 5
-    aggregation: Aggregation = "average"
-    operator: Operator
-    threshold: Number
+    window: PositiveInt = Field(
+        default=5, description="How many of the run's latest values are aggregated (at least 1)."
+    )
+    aggregation: Aggregation = Field(
+        default="average", description="How the window's values are combined: average, min, max."
+    )
+    operator: Operator = Field(
+        description="How the aggregate is compared with the threshold: > >= < <= == !=."
+    )
+    threshold: Number = Field(description="The value the aggregate is compared with.")
 
     @property
     def values_needed(self) -> int:
@@ -319,12 +341,28 @@ class RunMetricChange(MetricTrigger):
     """The change between the `prior_window` values and the `current_window` values after them."""
 
     type: Literal["RUN_METRIC_CHANGE"]
-    current_window: PositiveInt = 10
-    prior_window: PositiveInt = 50
-    aggregation: Aggregation = "average"
-    change_type: Literal["relative", "absolute"] = "relative"
-    direction: Literal["increase", "decrease", "any"]
-    amount: Number
+    current_window: PositiveInt = Field(
+        default=10, description="How many of the run's latest values form the current window."
+    )
+    prior_window: PositiveInt = Field(
+        default=50,
+        description="How many values before the current window form the prior window.",
+    )
+    aggregation: Aggregation = Field(
+        default="average", description="How each window's values are combined: average, min, max."
+    )
+    change_type: Literal["relative", "absolute"] = Field(
+        default="relative",
+        description="relative: (current - prior) / |prior|; absolute: current - prior.",
+    )
+    direction: Literal["increase", "decrease", "any"] = Field(
+        description="Which change fires: an increase, a decrease, or any change of at least "
+        "the amount."
+    )
+    amount: Number = Field(
+        description="The smallest change that fires, greater than 0; a fraction when relative "
+        "(0.25 = 25 %)."
+    )
 
     @field_validator("amount")
     @classmethod
@@ -368,9 +406,17 @@ class RunMetricZScore(MetricTrigger):
     """The run's latest value as a z-score against the latest values of the last `window` runs."""
 
     type: Literal["RUN_METRIC_ZSCORE"]
-    window: PositiveInt = 30
-    threshold: Number
-    direction: Literal["above", "below", "either"] = "either"
+    window: PositiveInt = Field(
+        default=30,
+        description="How many of the project's most recent other runs form the baseline.",
+    )
+    threshold: Number = Field(
+        description="How many standard deviations from the baseline's mean fire (greater than 0)."
+    )
+    direction: Literal["above", "below", "either"] = Field(
+        default="either",
+        description="Which side fires: above the mean, below it, or either.",
+    )
 
     @field_validator("threshold")
     @classmethod

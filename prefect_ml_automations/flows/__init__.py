@@ -1,5 +1,5 @@
-"""Prefect flows: the sensor cycle (what a scheduled deployment runs)."""
+"""Prefect flows: the sensor cycle (what a scheduled deployment runs) and the sensor service."""
 
-from prefect_ml_automations.flows.sensor import publish, sensor_cycle, sensor_service
+from prefect_ml_automations.flows.sensor import sensor_cycle, sensor_service
 
-__all__ = ["publish", "sensor_cycle", "sensor_service"]
+__all__ = ["sensor_cycle", "sensor_service"]

@@ -1,90 +1,202 @@
-"""The sensor as Prefect flows, and what each cycle shows in the Prefect UI.
+"""The sensor as Prefect flows: one cycle (what a scheduled deployment runs), or a long-running
+service.
 
-Every cycle that did something leaves a table artifact (`ml-automations-sensor`) of what it
-evaluated, fired, held back and delivered, and emits a Prefect event per delivered firing
-(`ml.automation.firing.finished` / `.failed`), so Prefect automations can react to them too.
+A cycle is a flow run made of task runs — one poll per source, the commit, one delivery per
+firing, the publication — so the Prefect UI shows what each cycle read, fired and started. A
+cycle in which a block could not be read, a source failed or an action failed ends **Failed**,
+with an ERROR line for each problem; everything else in it still ran. Every busy cycle leaves a
+table artifact (`ml-automations-sensor`) and, when something fired, a report with plots
+(`ml-automations-report`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import State
+from prefect.states import Failed
+from prefect.utilities.annotations import quote
 
-from prefect_ml_automations.automations.actions import emit_firing_event
-from prefect_ml_automations.config import load_config
-from prefect_ml_automations.sensor import CycleReport, Sensor, summary
-
-ARTIFACT_KEY = "ml-automations-sensor"
-REPORT_KEY = "ml-automations-report"
-
-
-async def publish(report: CycleReport, *, sensor: str = "default") -> None:
-    """Write the cycle's table artifact and its firing events (nothing for an idle cycle)."""
-    from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
-
-    from prefect_ml_automations.report import markdown_report
-
-    if report.idle:
-        return
-    if report.fired:
-        await acreate_markdown_artifact(
-            markdown_report(report.fired),
-            key=REPORT_KEY,
-            description="What fired, with its window.",
-        )
-    await acreate_table_artifact(
-        table=report.table()
-        or [{"automation": "", "event": "", "subject": "", "status": "", "detail": ""}],
-        key=ARTIFACT_KEY,
-        description=f"Sensor {sensor!r}: {summary(report)}.",
-    )
-    for delivery in report.deliveries:
-        if delivery.status in ("finished", "failed"):
-            emit_firing_event(
-                f"ml.automation.firing.{delivery.status}",
-                delivery.firing,
-                {"result": delivery.result, "error": delivery.error},
-            )
+from prefect_ml_automations.config import AutomationsConfig, load_config
+from prefect_ml_automations.errors import SourceError
+from prefect_ml_automations.runner import sensor_loop, wake_event
+from prefect_ml_automations.sensor import (
+    DELIVERY_CONCURRENCY,
+    CycleReport,
+    Delivery,
+    Polled,
+    Sensor,
+    poll_failure,
+    summary,
+)
+from prefect_ml_automations.sources import Poll
+from prefect_ml_automations.store import utcnow
+from prefect_ml_automations.tasks.deployments import sharing_one_client
+from prefect_ml_automations.tasks.sensor import (
+    DeliveryFailed,
+    commit_cycle,
+    deliver_firing,
+    poll_source,
+    publish_cycle,
+)
 
 
 @flow(name="ml-automations-sensor", log_prints=True)
-async def sensor_cycle(config_file: str | None = None, sensor: str = "default") -> dict[str, int]:
-    """One sensor cycle: evaluate new events, record firings, act. The automations come from
-    `config_file`, or — without one — from the blocks `ml-automations apply` saved."""
-    if config_file is None:
-        from prefect_ml_automations.blocks import load_config_from_blocks
+async def sensor_cycle(config_file: str | None = None, sensor: str = "default") -> Any:
+    """One sensor cycle: poll the trackers, evaluate what is new, record firings, run actions.
 
-        config = await load_config_from_blocks()
-    else:
-        config = load_config(config_file)
-    report = await Sensor(config, name=sensor).cycle()
-    await publish(report, sensor=sensor)
-    get_run_logger().info(summary(report))
-    return {
+    Returns counts (`events`, `fired`, `finished`, `failed`); the run ends Failed when a block,
+    a source or an action failed.
+
+    Args:
+        config_file: Path of the config file (YAML) on the machine that runs the flow. Leave it
+            empty (no config file) to read the saved blocks: the automations, trackers,
+            receiver and store that `ml-automations apply` saved or the UI edited.
+        sensor: The sensor's name; its evaluator state in the store is kept under it.
+    """
+    logger = get_run_logger()
+    config, problems, block_ids = await _config(config_file)
+    for problem in problems:
+        logger.error(problem)
+    worker = Sensor(config, name=sensor)
+    report = await run_cycle(worker, block_ids)
+    report.config_problems = problems
+    if not report.idle:
+        await publish_cycle(quote(report), sensor)  # type: ignore[call-overload]
+    counts = {
         "events": report.events,
         "fired": len(report.fired),
         "finished": sum(d.status == "finished" for d in report.deliveries),
-        "failed": sum(d.status == "failed" for d in report.deliveries),
+        "failed": sum(d.failed for d in report.deliveries),
     }
+    logger.info(summary(report))
+    if report.problems:
+        return Failed(
+            message=f"{len(report.problems)} problem(s) in this cycle: "
+            + " | ".join(report.problems),
+            data=counts,
+        )
+    return counts
+
+
+async def run_cycle(
+    sensor: Sensor, block_ids: dict[str, UUID], *, concurrency: int = DELIVERY_CONCURRENCY
+) -> CycleReport:
+    """Poll (a task run per source), commit (one), deliver (a task run per firing,
+    `concurrency` at a time). Called inside a flow run."""
+    logger = get_run_logger()
+    now = utcnow()
+    cursors = await asyncio.to_thread(sensor.read_cursors)
+    states = await asyncio.gather(
+        *(
+            _final_state(poll_source, source, cursors.get(source.name), now)
+            for source in sensor.sources
+        )
+    )
+    polled: list[Polled] = []
+    for polled_source, state in zip(sensor.sources, states, strict=True):
+        outcome = await state.aresult(raise_on_failure=False)
+        cursor = cursors.get(polled_source.name)
+        if isinstance(outcome, Poll):
+            polled.append(Polled(polled_source.name, cursor, outcome))
+        else:
+            error = str(outcome) if isinstance(outcome, SourceError) else poll_failure(outcome)
+            polled.append(Polled(polled_source.name, cursor, error=error))
+    report = await commit_cycle(sensor, quote(polled))
+    for name in report.dropped_polls:
+        logger.info(
+            "Source %r: its cursor moved while it was polled (another sensor or a webhook); "
+            "this poll is dropped and the next cycle polls from there.",
+            name,
+        )
+    for error in report.source_errors:
+        logger.error("Source %s", error)
+    report.deliveries = await deliver_due(sensor, block_ids, concurrency=concurrency)
+    for delivery in report.deliveries:
+        if delivery.failed:
+            logger.error(delivery.describe())
+    return report
+
+
+async def deliver_due(
+    sensor: Sensor, block_ids: dict[str, UUID], *, concurrency: int = DELIVERY_CONCURRENCY
+) -> list[Delivery]:
+    """Every due firing's action as a task run, `concurrency` at a time."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(firing: Any, attempt: int) -> Delivery:
+        async with gate:
+            state = await _final_state(deliver_firing, sensor, firing, attempt, block_ids)
+        outcome = await state.aresult(raise_on_failure=False)
+        if isinstance(outcome, Delivery):
+            return outcome
+        if isinstance(outcome, DeliveryFailed):
+            return outcome.delivery
+        # The task itself broke (not the action): the firing stays claimed until its lease
+        # runs out, then it is due again.
+        return Delivery(
+            firing, "pending", error=f"{outcome.__class__.__name__}: {outcome}", attempt=attempt
+        )
+
+    deliveries: list[Delivery] = []
+    async with sharing_one_client():
+        while claimed := await asyncio.to_thread(sensor.claim_due):
+            deliveries += await asyncio.gather(*(one(f, a) for f, a in claimed))
+    return deliveries
+
+
+async def _final_state(task: Any, *args: Any) -> State[Any]:
+    """Run a task and return its final state, failed or not. (Prefect's type hints say calling
+    an async task with `return_state=True` gives the state itself; it gives a coroutine.)"""
+    return await task(*args, return_state=True)  # type: ignore[no-any-return]
+
+
+async def _config(config_file: str | None) -> tuple[AutomationsConfig, list[str], dict[str, UUID]]:
+    """The config (from the file, or from the saved blocks), the blocks' problems, and the
+    automations' block ids (for the firing events)."""
+    from prefect_ml_automations.blocks import load_saved_config
+    from prefect_ml_automations.blocks.saved import automation_block_ids
+
+    if config_file is None:
+        saved = await load_saved_config()
+        return saved.config, saved.problems, saved.block_ids
+    config = load_config(config_file)
+    return config, [], await automation_block_ids([a.name for a in config.automations])
 
 
 @flow(name="ml-automations-sensor-service", log_prints=True)
-async def sensor_service(config_file: str, interval: float = 30.0, sensor: str = "default") -> None:
+async def sensor_service(
+    config_file: str | None = None, interval: float = 30.0, sensor: str = "default"
+) -> None:
     """The sensor as one long-running flow run: cycles until cancelled, each busy cycle leaving
-    its artifact on this run. Woken early by pushes when it runs beside the receiver."""
-    from prefect_ml_automations.runner import sensor_loop, wake_event
+    its artifact on this run. Woken early by pushes when it runs beside the receiver; a failed
+    action or source is logged and the service goes on.
 
-    config = load_config(config_file)
-    await sensor_loop(Sensor(config, name=sensor), interval=interval, wake=wake_event(sensor))
+    Args:
+        config_file: Path of the config file (YAML); empty: read the saved blocks.
+        interval: Seconds between polls of the trackers (pushed events wake it sooner).
+        sensor: The sensor's name; its evaluator state in the store is kept under it.
+    """
+    config, problems, block_ids = await _config(config_file)
+    for problem in problems:
+        get_run_logger().error(problem)
+    await sensor_loop(
+        Sensor(config, name=sensor), interval=interval, wake=wake_event(sensor), block_ids=block_ids
+    )
 
 
-def sensor_deployment(config_file: Path, *, interval: float, name: str = "sensor") -> Any:
+def sensor_deployment(config_file: Path | None, *, interval: float, name: str = "sensor") -> Any:
     """The sensor as a deployment that runs one cycle every `interval` seconds (for `serve`)."""
     return sensor_cycle.to_deployment(
         name,
         interval=interval,
-        parameters={"config_file": str(config_file.resolve())},
-        description="The ml-automations sensor: one cycle per run.",
+        parameters={"config_file": str(config_file.resolve()) if config_file else None},
+        description=(
+            "The ml-automations sensor: one cycle per run (poll, evaluate, fire). "
+            + ("Reads the saved blocks." if config_file is None else f"Reads {config_file}.")
+        ),
     )

@@ -40,7 +40,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 from prefect_ml_automations.config import WandbSourceSettings
-from prefect_ml_automations.errors import SourceError
+from prefect_ml_automations.errors import SourceError, SourceUnavailable
 from prefect_ml_automations.events import Event, RunStateEvent, event_from_dict
 from prefect_ml_automations.sources import Cursor, Poll
 from prefect_ml_automations.sources.snapshots import (
@@ -223,7 +223,7 @@ class WandbAPI:
             if delay is None:
                 break
             time.sleep(delay)
-        raise SourceError(f"{where} {problem}{', after retries' if delays else ''}.")
+        raise SourceUnavailable(f"{where} {problem}{', after retries' if delays else ''}.")
 
     def _data(self, response: httpx.Response) -> dict[str, Any]:
         try:

@@ -1,7 +1,8 @@
-"""Prefect tasks: metric frames and what pandas computes over them, and the dry run as a task —
-for your own flows.
+"""Prefect tasks: read a tracker into a metric frame, compute over it with pandas, evaluate
+automations, start deployments — for your own flows, and the steps of the sensor's flow.
 """
 
+from prefect_ml_automations.tasks.deployments import start_deployment
 from prefect_ml_automations.tasks.evaluation import evaluate_automations
 from prefect_ml_automations.tasks.metrics import (
     METRIC_FRAME_COLUMNS,
@@ -11,6 +12,13 @@ from prefect_ml_automations.tasks.metrics import (
     validate_metric_frame,
     window_change,
 )
+from prefect_ml_automations.tasks.sensor import (
+    commit_cycle,
+    deliver_firing,
+    poll_source,
+    publish_cycle,
+)
+from prefect_ml_automations.tasks.trackers import fetch_metric_history
 
 __all__ = [  # noqa: RUF022 -- grouped by concept
     # metric frames and what pandas computes over them
@@ -22,4 +30,12 @@ __all__ = [  # noqa: RUF022 -- grouped by concept
     "cross_run_zscore",
     # automations over a frame: the dry run as a task
     "evaluate_automations",
+    # trackers and deployments
+    "fetch_metric_history",
+    "start_deployment",
+    # the sensor's steps
+    "poll_source",
+    "commit_cycle",
+    "deliver_firing",
+    "publish_cycle",
 ]
