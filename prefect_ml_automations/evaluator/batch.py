@@ -8,6 +8,7 @@ judged on its own. `EventBatch.from_events` builds a batch from normalized event
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -114,24 +115,8 @@ class EventBatch:
             end = max(end, self.artifacts[-1][0] + 1)
         for lo in range(0, end, size):
             hi = lo + size
-            rows = slice(*np.searchsorted(self.columns.arrival, [lo, hi]).tolist())
-            c = self.columns
-            yield EventBatch(
-                runs=self.runs,
-                created=self.created,
-                metrics=self.metrics,
-                names=self.names,
-                users=self.users,
-                columns=RunColumns(
-                    c.arrival[rows],
-                    c.run[rows],
-                    c.name[rows],
-                    c.user[rows],
-                    c.ts[rows],
-                    c.metric[rows],
-                    c.order[rows],
-                    c.value[rows],
-                ),
+            yield dataclasses.replace(
+                self.between(lo, hi),
                 states=[(i, e) for i, e in self.states if lo <= i < hi],
                 artifacts=[(i, e) for i, e in self.artifacts if lo <= i < hi],
             )
