@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -257,14 +257,20 @@ class Sensor:
         return [(f, claimed[f.firing_id]) for f in due if f.firing_id in claimed]
 
     async def deliver(
-        self, now: datetime | None = None, *, concurrency: int = DELIVERY_CONCURRENCY
+        self,
+        now: datetime | None = None,
+        *,
+        concurrency: int = DELIVERY_CONCURRENCY,
+        run: Callable[[Firing, int], Awaitable[Delivery]] | None = None,
     ) -> list[Delivery]:
-        """Step 3: carry out the actions of the firings that are due, `concurrency` at a time."""
+        """Step 3: carry out the actions of the firings that are due, `concurrency` at a time;
+        each with `run` (default `deliver_one`; the flow runs each as a task run)."""
         gate = asyncio.Semaphore(concurrency)
+        run = run or self.deliver_one
 
         async def one(firing: Firing, attempt: int) -> Delivery:
             async with gate:
-                return await self.deliver_one(firing, attempt)
+                return await run(firing, attempt)
 
         deliveries: list[Delivery] = []
         while claimed := await asyncio.to_thread(self.claim_due, now):

@@ -126,11 +126,9 @@ async def deliver_due(
     sensor: Sensor, block_ids: dict[str, UUID], *, concurrency: int = DELIVERY_CONCURRENCY
 ) -> list[Delivery]:
     """Every due firing's action as a task run, `concurrency` at a time."""
-    gate = asyncio.Semaphore(concurrency)
 
-    async def one(firing: Any, attempt: int) -> Delivery:
-        async with gate:
-            state = await _final_state(deliver_firing, sensor, firing, attempt, block_ids)
+    async def as_task_run(firing: Any, attempt: int) -> Delivery:
+        state = await _final_state(deliver_firing, sensor, firing, attempt, block_ids)
         outcome = await state.aresult(raise_on_failure=False)
         if isinstance(outcome, Delivery):
             return outcome
@@ -138,15 +136,11 @@ async def deliver_due(
             return outcome.delivery
         # The task itself broke (not the action): the firing stays claimed until its lease
         # runs out, then it is due again.
-        return Delivery(
-            firing, "pending", error=f"{outcome.__class__.__name__}: {outcome}", attempt=attempt
-        )
+        error = f"{outcome.__class__.__name__}: {outcome}"
+        return Delivery(firing, "pending", error=error, attempt=attempt)
 
-    deliveries: list[Delivery] = []
     async with sharing_one_client():
-        while claimed := await asyncio.to_thread(sensor.claim_due):
-            deliveries += await asyncio.gather(*(one(f, a) for f, a in claimed))
-    return deliveries
+        return await sensor.deliver(concurrency=concurrency, run=as_task_run)
 
 
 async def _final_state(task: Any, *args: Any) -> State[Any]:
