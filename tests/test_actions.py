@@ -8,19 +8,32 @@ import base64
 import hashlib
 import hmac
 import json
-from datetime import UTC, datetime
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 import respx
+from prefect.blocks.abstract import NotificationBlock
+from pydantic import SecretStr
 
+from prefect_ml_automations import sensor as sensor_module
 from prefect_ml_automations.automations import Automation, Webhook
+from prefect_ml_automations.config import load_config
 from prefect_ml_automations.decisions import Firing
 from prefect_ml_automations.errors import ActionError
+from prefect_ml_automations.sensor import Delivery, Sensor
+from prefect_ml_automations.store import utcnow
 
-from .conftest import flow_runs
+from .conftest import events, flow_runs, state
 
 FIRING = Firing(
     firing_id="0123456789abcdef0123456789abcdef",
@@ -128,6 +141,231 @@ def test_secrets_never_print() -> None:
     assert "s3cret" not in repr(hook)
 
 
+@respx.mock
+def test_every_call_names_the_firing_and_a_users_headers_can_not_change_that() -> None:
+    route = respx.post(URL).mock(side_effect=[httpx.Response(503), httpx.Response(204)])
+    headers = {
+        "idempotency-key": "mine",
+        "X-ML-Automations-Firing-Id": "forged",
+        "authorization": "Basic bWluZQ==",
+        "X-Team": "ml",
+    }
+    assert deliver({**HOOK, "headers": headers}) == {"http_status": 204}
+    assert route.call_count == 2
+    for call in route.calls:
+        sent = call.request.headers
+        assert sent.get_list("idempotency-key") == [FIRING.firing_id]
+        assert sent.get_list("x-ml-automations-firing-id") == [FIRING.firing_id]
+        assert sent.get_list("authorization") == ["Bearer tok-1"]
+        assert sent["x-team"] == "ml"
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("failure", "problem"),
+    [
+        (httpx.ReadTimeout("read"), "timed out after 15 s waiting for an answer (ReadTimeout)"),
+        (httpx.WriteTimeout("write"), "timed out after 15 s sending the request (WriteTimeout)"),
+        (
+            httpx.RemoteProtocolError("Server disconnected without sending a response."),
+            "dropped the connection before answering (RemoteProtocolError: Server "
+            "disconnected without sending a response.)",
+        ),
+    ],
+    ids=["read-timeout", "write-timeout", "dropped-connection"],
+)
+def test_a_call_the_target_may_have_received_is_not_repeated_within_an_attempt(
+    failure: Exception, problem: str
+) -> None:
+    route = respx.post(URL).mock(side_effect=failure)
+    with pytest.raises(ActionError) as caught:
+        deliver(HOOK)
+    assert str(caught.value) == f"The webhook {URL} {problem}."
+    assert caught.value.retryable is True  # the sensor's back-off tries again later
+    assert route.call_count == 1
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (
+            httpx.ConnectError("[Errno 111] Connection refused"),
+            "ConnectError: [Errno 111] Connection refused",
+        ),
+        (httpx.ConnectTimeout("timed out"), "ConnectTimeout: timed out"),
+        (httpx.PoolTimeout(""), "PoolTimeout"),
+    ],
+    ids=["refused", "connect-timeout", "pool-timeout"],
+)
+def test_a_call_that_never_reached_the_target_is_repeated_and_reported_as_such(
+    failure: Exception, reason: str
+) -> None:
+    route = respx.post(URL).mock(side_effect=failure)
+    with pytest.raises(ActionError) as caught:
+        deliver(HOOK)
+    assert str(caught.value) == f"The webhook {URL} could not connect ({reason}), after retries."
+    assert caught.value.retryable is True
+    assert route.call_count == 4
+
+
+@respx.mock
+def test_a_redirect_is_not_taken_for_success() -> None:
+    respx.post(URL).mock(
+        return_value=httpx.Response(
+            302, headers={"Location": "https://elsewhere.invalid/ml?sig=s3cr3t"}
+        )
+    )
+    with pytest.raises(ActionError) as caught:
+        deliver(HOOK)
+    assert str(caught.value) == (
+        f"The webhook {URL} answered HTTP 302 (a redirect to https://elsewhere.invalid/ml); "
+        "redirects are not followed, so set the webhook's url to where it points."
+    )
+    assert caught.value.retryable is False
+
+
+@respx.mock
+def test_a_retry_after_longer_than_the_cap_waits_only_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Webhook, "retry_after_cap", 0.05)
+    route = respx.post(URL).mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "3600"}),
+            httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
+            httpx.Response(200),
+        ]
+    )
+    started = time.monotonic()
+    assert deliver(HOOK) == {"http_status": 200}
+    assert time.monotonic() - started < 5
+    assert route.call_count == 3
+
+
+def test_a_webhooks_longest_delivery_is_every_call_and_every_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Webhook, "retry_delays", (0.5, 2.0, 5.0))
+    # 4 calls of 15 s, 3 waits of at most 30 s (the longest Retry-After honoured).
+    assert action(HOOK).max_duration == 4 * 15 + 3 * 30
+    monkeypatch.setattr(Webhook, "retry_delays", (0.5, 45.0))
+    assert action(HOOK).max_duration == 3 * 15 + 30 + 45
+    assert action({"type": "no_op"}).max_duration == 60
+    assert action({"type": "emit_event"}).max_duration == 60
+
+
+# -- no secret in a webhook's error ------------------------------------------------------------
+
+
+def _echo(request: httpx.Request) -> httpx.Response:
+    """A target that answers 500 with what it was sent: credentials first."""
+    sent = request.headers
+    lines = [
+        f"authorization: {sent.get('authorization')}",
+        f"x-wandb-signature: {sent.get('x-wandb-signature')}",
+        f"token {sent.get('authorization', '').removeprefix('Bearer ')} at {request.url}",
+        request.content.decode(),
+    ]
+    return httpx.Response(500, text="\n".join(lines))
+
+
+@respx.mock
+def test_a_target_that_echoes_the_credentials_puts_none_of_them_in_the_error() -> None:
+    route = respx.post(URL).mock(side_effect=_echo)
+    with pytest.raises(ActionError) as caught:
+        deliver(HOOK)
+    error = str(caught.value)
+    signature = route.calls.last.request.headers["x-wandb-signature"]
+    assert error.startswith(f"The webhook {URL} answered HTTP 500: 'authorization: Bearer ***")
+    assert error.endswith(", after retries.")
+    for secret in ("tok-1", "s3cret", signature, base64.b64encode(b"tok-1").decode()):
+        assert secret not in error
+
+
+@respx.mock
+def test_a_token_in_the_webhooks_url_is_in_no_error() -> None:
+    url = "https://hooks.example.invalid/ml?token=abc&channel=c0ffee"
+    respx.route(host="hooks.example.invalid").mock(
+        side_effect=lambda request: httpx.Response(404, text=f"no hook at {request.url}")
+    )
+    with pytest.raises(ActionError) as caught:
+        deliver({**HOOK, "url": url})
+    assert str(caught.value) == (
+        "The webhook https://hooks.example.invalid/ml answered HTTP 404: "
+        "'no hook at https://hooks.example.invalid/ml?token=***&channel=***'."
+    )
+    respx.route(host="hooks.example.invalid").mock(side_effect=httpx.ConnectError("abc"))
+    with pytest.raises(ActionError) as caught:
+        deliver({**HOOK, "url": url})
+    assert "abc" not in str(caught.value)
+
+
+# -- a slow target, through the sensor ---------------------------------------------------------
+
+
+class _SlowTarget(BaseHTTPRequestHandler):
+    """Reads the firing, then answers only after `server.delay` seconds."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        server: Any = self.server
+        server.calls.append(dict(self.headers))
+        time.sleep(server.delay)
+        try:
+            self.send_response(200)
+            self.end_headers()
+        except OSError:
+            pass  # the caller gave up waiting
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_target() -> Iterator[Any]:
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _SlowTarget)
+    server.daemon_threads = True
+    server.calls, server.delay = [], 2.0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_slow_target_gets_one_call_per_attempt_and_the_firing_fails_as_timed_out(
+    slow_target: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Webhook, "call_timeout", 0.3)
+    monkeypatch.setattr(sensor_module, "BACKOFF", (timedelta(0),) * 3)
+    port = slow_target.server_address[1]
+    config = tmp_path / "automations.yaml"
+    config.write_text(
+        f"store: sqlite:///{tmp_path}/store.db\n"
+        "automations:\n"
+        "  - name: page\n"
+        "    scope: {project: p}\n"
+        "    event: {type: RUN_STATE, states: [failed]}\n"
+        f"    action: {{type: webhook, url: 'http://127.0.0.1:{port}/hook?token=abc'}}\n"
+    )
+    s = Sensor(load_config(config, env={}))
+    s.store.put_events(events(state("r1", "failed", 0)), origin="push")
+    s.run_once()
+    for _ in range(sensor_module.MAX_ATTEMPTS):
+        asyncio.run(s.deliver(utcnow() + timedelta(hours=1)))
+    [row] = s.store.history(automation="page")
+    assert (row.status, row.attempts) == ("failed", sensor_module.MAX_ATTEMPTS)
+    assert row.error == (
+        f"The webhook http://127.0.0.1:{port}/hook timed out after 0.3 s waiting for an answer "
+        "(ReadTimeout)."
+    )
+    assert len(slow_target.calls) == sensor_module.MAX_ATTEMPTS
+    assert {call["Idempotency-Key"] for call in slow_target.calls} == {row.firing_id}
+
+
 # -- deployments, notifications, events (a real Prefect API) ---------------------------------------
 
 
@@ -198,9 +436,137 @@ def test_a_missing_notification_block_fails_for_good(prefect_api: str) -> None:
     assert caught.value.retryable is False
 
 
+class SecretNotification(NotificationBlock):
+    """A notification block whose failure quotes its secret URL (as Apprise's errors can)."""
+
+    _block_type_name: ClassVar[str] = "ML Test Secret Notification"
+    _block_type_slug: ClassVar[str] = "ml-test-secret-notification"
+
+    url: SecretStr
+
+    def notify(self, body: str, subject: str | None = None) -> None:
+        raise RuntimeError(f"POST {self.url.get_secret_value()} answered 500")
+
+
+def test_a_failing_notification_block_is_retried_and_its_secret_stays_out_of_the_error(
+    prefect_api: str,
+) -> None:
+    hook = "https://hooks.slack.example/services/T0/B0/XyZ-s3cret"
+    SecretNotification(url=SecretStr(hook)).save("ml-test-secret", overwrite=True)
+    with pytest.raises(ActionError) as caught:
+        deliver({"type": "notification", "block": "ml-test-secret-notification/ml-test-secret"})
+    assert str(caught.value) == (
+        "The notification block 'ml-test-secret-notification/ml-test-secret' could not send "
+        "(RuntimeError: POST *** answered 500)."
+    )
+    assert caught.value.retryable is True
+
+
 def test_emit_event_returns_the_event_id(prefect_api: str) -> None:
     first = deliver({"type": "emit_event", "payload": {"version": "${artifact_version_index}"}})
     assert first == deliver({"type": "emit_event"})  # a fixed id per firing: no duplicates
+
+
+def _events_of(api: str, firing_id: str, *, at_least: int = 1) -> list[dict[str, Any]]:
+    """The events about a firing the Prefect API holds (they are stored a few seconds after
+    they are taken), once there are `at_least` of them (or 30 s have passed)."""
+    where = {"resource": {"id": [f"ml-automations.firing.{firing_id}"]}}
+    deadline = time.monotonic() + 30
+    while True:
+        answer = httpx.post(f"{api}/events/filter", json={"filter": where, "limit": 50})
+        answer.raise_for_status()
+        found: list[dict[str, Any]] = answer.json()["events"]
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def test_an_emitted_event_arrives_once_however_often_it_is_delivered(prefect_api: str) -> None:
+    firing = FIRING.model_copy(update={"firing_id": uuid.uuid4().hex})
+    settings = {"type": "emit_event", "payload": {"version": "${artifact_version_index}"}}
+    first = deliver(settings, firing)
+    assert deliver(settings, firing) == first  # a retry sends the same event again
+    [event] = _events_of(prefect_api, firing.firing_id)
+    assert event["id"] == first["event_id"]
+    assert event["event"] == "ml.automation.fired"
+    assert event["payload"]["version"] == 4
+    assert event["payload"]["firing"]["firing_id"] == firing.firing_id
+    time.sleep(3)  # time enough for a second copy to be stored, were it counted twice
+    assert len(_events_of(prefect_api, firing.firing_id)) == 1
+
+
+def test_an_event_emitted_in_a_flow_run_is_related_to_the_run(prefect_api: str) -> None:
+    from prefect import flow
+    from prefect.runtime import flow_run
+
+    firing = FIRING.model_copy(update={"firing_id": uuid.uuid4().hex})
+
+    @flow(name="ml-test-emit")
+    async def emit() -> str:
+        await action({"type": "emit_event"}).deliver(firing)
+        return str(flow_run.id)
+
+    run_id = asyncio.run(emit())
+    [event] = _events_of(prefect_api, firing.firing_id)
+    related = {(r["prefect.resource.role"], r["prefect.resource.id"]) for r in event["related"]}
+    assert ("automation", "ml-automations.automation.deploy-on-production") in related
+    assert ("flow-run", f"prefect.flow-run.{run_id}") in related  # as emit_event relates it
+    assert "flow" in {role for role, _ in related}
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_event_the_prefect_api_did_not_take_is_a_retryable_failure() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api = f"http://127.0.0.1:{_closed_port()}/api"
+    started = time.monotonic()
+    with temporary_settings({PREFECT_API_URL: api}), pytest.raises(ActionError) as caught:
+        deliver({"type": "emit_event"})
+    assert time.monotonic() - started < 10
+    assert caught.value.retryable is True
+    assert str(caught.value).startswith(
+        f"The Prefect API at {api} did not take the event 'ml.automation.fired' ("
+    )
+
+
+def test_the_sensors_own_events_are_confirmed_or_a_warning(
+    prefect_api: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from prefect_ml_automations.tasks.sensor import aannounce, announce
+
+    firing = FIRING.model_copy(update={"firing_id": uuid.uuid4().hex})
+    finished = Delivery(firing, "finished", result={"http_status": 200})
+    assert asyncio.run(aannounce(finished, {})) is True
+    [event] = _events_of(prefect_api, firing.firing_id)
+    assert event["event"] == "ml.automation.firing.finished"
+
+    failed = Delivery(firing, "failed", error="down", attempt=3)
+    api = f"http://127.0.0.1:{_closed_port()}/api"
+    with (
+        temporary_settings({PREFECT_API_URL: api}),
+        caplog.at_level(logging.WARNING, logger="prefect_ml_automations"),
+    ):
+        assert asyncio.run(aannounce(failed, {})) is False
+    [warning] = [r for r in caplog.records if r.name == "prefect_ml_automations"]
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage().startswith(
+        f"The Prefect event ml.automation.firing.failed of firing {firing.firing_id[:8]} "
+        f"('deploy-on-production') was not sent: The Prefect API at {api} did not take"
+    )
+
+    caplog.clear()
+    too_big = Delivery(firing, "finished", result={"log": "x" * 2_000_000})
+    with caplog.at_level(logging.WARNING, logger="prefect_ml_automations"):
+        announce(too_big, {})  # never raises: the cycle goes on
+    [warning] = [r for r in caplog.records if r.name == "prefect_ml_automations"]
+    assert "was not sent: EventTooLarge" in warning.getMessage()
 
 
 def test_no_op_records_only() -> None:

@@ -8,15 +8,17 @@ written (with `${ENV}` taken from the environment when the config file is loaded
 
 from __future__ import annotations
 
+import asyncio
 import re
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import Field, JsonValue, SecretStr, field_validator
 
 from prefect_ml_automations.automations._types import StrictModel
 from prefect_ml_automations.errors import ActionError
+from prefect_ml_automations.redact import safe_url, scrub
 
 if TYPE_CHECKING:
     from prefect_ml_automations.decisions import Firing
@@ -31,12 +33,21 @@ class Action(StrictModel):
     type: str
     #: Fields whose string values are templates (not environment references).
     templated_fields: ClassVar[tuple[str, ...]] = ()
+    #: Seconds one `deliver` may take, unless an action says otherwise (`max_duration`).
+    default_max_duration: ClassVar[float] = 60.0
+
+    @property
+    def max_duration(self) -> float:
+        """The longest one `deliver` can take, in seconds: a sensor holds a firing's lease at
+        least this long, so no other sensor starts the same action meanwhile. `deliver` gives up
+        (with a retryable `ActionError`) rather than run longer."""
+        return self.default_max_duration
 
     @abstractmethod
     async def deliver(self, firing: Firing) -> dict[str, Any] | None:
         """Carry the action out for a firing; returns what to keep in the history record
         (`flow_run_id`, `http_status`, `event_id`). Raises `ActionError` saying whether a retry
-        may help."""
+        may help; its message holds no secret (`redact.scrub`)."""
 
 
 def _values(firing: Firing) -> dict[str, Any]:
@@ -80,24 +91,61 @@ class RunDeployment(Action):
     async def deliver(self, firing: Firing) -> dict[str, Any] | None:
         from prefect_ml_automations.tasks.deployments import start_flow_run
 
-        flow_run = await start_flow_run(
-            self.deployment,
-            _render(self.parameters, firing),
-            idempotency_key=firing.firing_id,
-            tags=self.tags,
-            job_variables=self.job_variables,
-        )
+        deadline = asyncio.timeout(self.max_duration)
+        try:
+            async with deadline:
+                flow_run = await start_flow_run(
+                    self.deployment,
+                    _render(self.parameters, firing),
+                    idempotency_key=firing.firing_id,
+                    tags=self.tags,
+                    job_variables=self.job_variables,
+                )
+        except ActionError as exc:
+            raise ActionError(
+                scrub(str(exc), _prefect_secrets(), limit=_MESSAGE), retryable=exc.retryable
+            ) from exc
+        except Exception as exc:
+            if deadline.expired():
+                # The idempotency key makes the next attempt safe even if this one got through.
+                raise ActionError(
+                    f"The Prefect API did not start {self.deployment!r} within "
+                    f"{self.max_duration:g} s.",
+                    retryable=True,
+                ) from None
+            raise ActionError(
+                f"Starting {self.deployment!r} failed ({_describe(exc, _prefect_secrets())}).",
+                retryable=False,
+            ) from exc
         return {"flow_run_id": str(flow_run.id), "deployment_id": str(flow_run.deployment_id)}
 
 
+#: Headers of every webhook call; they name the firing, so a target can tell a call it has
+#: already handled (a retry) from a new firing. A user's `headers` can not override them.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+FIRING_ID_HEADER = "X-ML-Automations-Firing-Id"
+
+
 class Webhook(Action):
-    """POST a templated JSON payload; W&B-compatible auth (bearer token, HMAC signature)."""
+    """POST a templated JSON payload; W&B-compatible auth (bearer token, HMAC signature).
+
+    Every call carries `Idempotency-Key` and `X-ML-Automations-Firing-Id` (the firing id), the
+    same in every call of every attempt. Within one attempt a call is repeated only when it
+    surely never reached the target (it could not connect) or was answered 429 or 5xx; a call
+    the target may have received without answering in time ends the attempt, and the sensor's
+    back-off tries again later — so a slow target sees at most one call per attempt.
+    """
 
     type: Literal["webhook"]
     url: str = Field(description="Where to POST (http or https).")
     payload: JsonValue = Field(default=None, description="The JSON body; strings are templates.")
     headers: dict[str, str] = Field(
-        default_factory=dict, description="Extra HTTP headers, sent as given (not templated)."
+        default_factory=dict,
+        description=(
+            "Extra HTTP headers, sent as given (not templated). Authorization, X-Wandb-Signature, "
+            "Idempotency-Key and X-ML-Automations-Firing-Id are set from the other fields and "
+            "the firing, whatever is given here."
+        ),
     )
     access_token: SecretStr | None = Field(default=None, description="Sent as a bearer token.")
     secret: SecretStr | None = Field(
@@ -105,8 +153,14 @@ class Webhook(Action):
     )
     templated_fields: ClassVar[tuple[str, ...]] = ("payload",)
 
-    #: Seconds to wait before each retry (connection errors, 429 and 5xx answers only).
+    #: Seconds one call may take, from connecting to the last byte of the answer read.
+    call_timeout: ClassVar[float] = 15.0
+    #: Seconds to wait before each repeated call (could not connect, 429 and 5xx answers only).
     retry_delays: ClassVar[tuple[float, ...]] = (0.5, 2.0, 5.0)
+    #: The longest wait a Retry-After header may ask for (longer ones are cut to this).
+    retry_after_cap: ClassVar[float] = 30.0
+    #: Bytes of an error answer read, to quote its beginning.
+    body_read_limit: ClassVar[int] = 16_384
 
     @field_validator("url")
     @classmethod
@@ -115,48 +169,217 @@ class Webhook(Action):
             raise ValueError(f"{value!r} is not an http(s) URL; write it as https://host/path")
         return value
 
+    @property
+    def max_duration(self) -> float:
+        """Every call taking `call_timeout`, and every wait between calls the longest a
+        Retry-After may ask for: (1 + 3) × 15 s + 3 × 30 s = 150 s by default."""
+        waits = sum(max(delay, self.retry_after_cap) for delay in self.retry_delays)
+        return (len(self.retry_delays) + 1) * self.call_timeout + waits
+
     def signed_request(self, firing: Firing) -> tuple[bytes, dict[str, str]]:
-        """The body and headers to send: W&B-compatible bearer token and signature."""
+        """The body and headers to send: W&B-compatible bearer token and signature, and the
+        firing's id as the idempotency key."""
         import base64
         import hashlib
         import hmac
         import json
 
         body = json.dumps(_render(self.payload, firing)).encode()
-        headers = {"Content-Type": "application/json", **self.headers}
+        ours = {IDEMPOTENCY_HEADER: firing.firing_id, FIRING_ID_HEADER: firing.firing_id}
         if self.access_token is not None:
-            headers["Authorization"] = f"Bearer {self.access_token.get_secret_value()}"
+            ours["Authorization"] = f"Bearer {self.access_token.get_secret_value()}"
         if self.secret is not None:
             digest = hmac.new(
                 self.secret.get_secret_value().encode(), body, hashlib.sha256
             ).digest()
-            headers["X-Wandb-Signature"] = base64.b64encode(digest).decode()
-        return body, headers
+            ours["X-Wandb-Signature"] = base64.b64encode(digest).decode()
+        # Header names are case-insensitive: a user's 'authorization' must not travel beside ours.
+        taken = {name.lower() for name in ours}
+        headers = {"Content-Type": "application/json"}
+        for name, value in self.headers.items():
+            if name.lower() == "content-type":
+                headers.pop("Content-Type", None)
+            if name.lower() not in taken:
+                headers[name] = value
+        return body, {**headers, **ours}
+
+    def secret_values(self) -> list[str]:
+        """What must never show in an error: the token, the signing secret, every header value
+        and the URL's password and query values (a Slack-like `?token=`)."""
+        from urllib.parse import parse_qsl, urlsplit
+
+        found = [v for v in self.headers.values() if v]
+        found += [s.get_secret_value() for s in (self.access_token, self.secret) if s is not None]
+        try:
+            parts = urlsplit(self.url)
+            found += [v for _, v in parse_qsl(parts.query, keep_blank_values=False)]
+            found += [p for p in (parts.password, parts.fragment) if p]
+        except ValueError:
+            pass
+        return found
 
     async def deliver(self, firing: Firing) -> dict[str, Any] | None:
-        import asyncio
-
         import httpx
 
         body, headers = self.signed_request(firing)
+        where = safe_url(self.url)
         problem = ""
-        async with httpx.AsyncClient(timeout=15) as client:
+        timeout = httpx.Timeout(self.call_timeout)
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
             for delay in (*self.retry_delays, None):
                 try:
-                    response = await client.post(self.url, content=body, headers=headers)
-                except httpx.TransportError as exc:
-                    problem = f"could not connect ({exc.__class__.__name__})"
+                    answer = await self._call(client, body, headers)
+                except _Unreached as exc:
+                    problem = f"could not connect ({exc})"
                 else:
-                    if response.status_code < 400:
-                        return {"http_status": response.status_code}
-                    problem = f"answered HTTP {response.status_code}: {response.text[:200]!r}"
-                    if response.status_code != 429 and response.status_code < 500:
-                        raise ActionError(f"The webhook {self.url} {problem}.", retryable=False)
-                    delay = _retry_after(response, delay)
+                    status = answer.status
+                    if 200 <= status < 300:
+                        return {"http_status": status}
+                    if 300 <= status < 400:
+                        raise ActionError(
+                            f"The webhook {where} answered HTTP {status} (a redirect to "
+                            f"{safe_url(answer.location)}); redirects are not followed, so set "
+                            "the webhook's url to where it points.",
+                            retryable=False,
+                        )
+                    problem = f"answered HTTP {status}: {answer.text!r}"
+                    if status != 429 and status < 500:
+                        raise ActionError(f"The webhook {where} {problem}.", retryable=False)
+                    if delay is not None and answer.retry_after is not None:
+                        delay = min(max(answer.retry_after, 0.0), self.retry_after_cap)
                 if delay is None:
                     break
                 await asyncio.sleep(delay)
-        raise ActionError(f"The webhook {self.url} {problem}, after retries.", retryable=True)
+        raise ActionError(f"The webhook {where} {problem}, after retries.", retryable=True)
+
+    async def _call(self, client: Any, body: bytes, headers: dict[str, str]) -> _Answer:
+        """One POST, and its answer (the body read and scrubbed for errors only). Raises
+        `_Unreached` when the request surely never reached the target, and `ActionError` when
+        it may have (the attempt ends there)."""
+        import httpx
+
+        where = safe_url(self.url)
+        secrets = self.secret_values()
+        phase = "connect"
+
+        async def trace(name: str, info: Any) -> None:
+            # httpcore's progress events: which phase a timeout cut short.
+            nonlocal phase
+            if name.endswith("send_request_headers.started"):
+                phase = "write"
+            elif name.endswith("receive_response_headers.started"):
+                phase = "read"
+
+        deadline = asyncio.timeout(self.call_timeout)
+        try:
+            async with (
+                deadline,
+                client.stream(
+                    "POST", self.url, content=body, headers=headers, extensions={"trace": trace}
+                ) as response,
+            ):
+                if response.is_success:
+                    return _Answer(response.status_code)
+                raw, cut = bytearray(), False
+                try:
+                    async for chunk in response.aiter_bytes():
+                        raw += chunk
+                        if len(raw) >= self.body_read_limit:
+                            del raw[self.body_read_limit :]
+                            cut = True
+                            break
+                except httpx.DecodingError:
+                    raw = bytearray(b"<an answer body that could not be decoded>")
+                return _Answer(
+                    response.status_code,
+                    scrub(_decoded(bytes(raw), response.encoding), secrets, truncated=cut),
+                    _retry_after(response.headers.get("Retry-After")),
+                    response.headers.get("Location", ""),
+                )
+        except (
+            httpx.ConnectError,
+            httpx.ConnectTimeout,
+            httpx.PoolTimeout,
+            httpx.ProxyError,
+        ) as exc:
+            raise _Unreached(_describe(exc, secrets, limit=120)) from exc
+        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+            raise self._timed_out(where, type(exc).__name__) from exc
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise ActionError(
+                    f"The webhook {where} call failed ({_describe(exc, secrets)}).",
+                    retryable=True,
+                ) from exc
+            if phase == "connect":
+                raise _Unreached(
+                    f"ConnectTimeout: no connection within {self.call_timeout:g} s"
+                ) from None
+            raise self._timed_out(
+                where, "ReadTimeout" if phase == "read" else "WriteTimeout"
+            ) from None
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
+            raise ActionError(
+                f"The webhook request to {where} could not be sent "
+                f"({_describe(exc, secrets, limit=120)}).",
+                retryable=False,
+            ) from exc
+        except httpx.TransportError as exc:  # RemoteProtocolError, ReadError, WriteError, …
+            raise ActionError(
+                f"The webhook {where} dropped the connection before answering "
+                f"({_describe(exc, secrets, limit=120)}).",
+                retryable=True,
+            ) from exc
+
+    def _timed_out(self, where: str, kind: str) -> ActionError:
+        # The target may have the firing: calling again now is what a slow target can not
+        # bear. The sensor's next attempt (after its back-off) calls again, same idempotency key.
+        waiting = "waiting for an answer" if kind == "ReadTimeout" else "sending the request"
+        return ActionError(
+            f"The webhook {where} timed out after {self.call_timeout:g} s {waiting} ({kind}).",
+            retryable=True,
+        )
+
+
+class _Unreached(Exception):
+    """A webhook call that surely never reached its target (safe to repeat at once)."""
+
+
+class _Answer(NamedTuple):
+    """A webhook target's answer: its status, and for errors the scrubbed start of its body,
+    its Retry-After (seconds) and Location."""
+
+    status: int
+    text: str = ""
+    retry_after: float | None = None
+    location: str = ""
+
+
+def _decoded(raw: bytes, encoding: str | None) -> str:
+    try:
+        return raw.decode(encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", errors="replace")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A Retry-After header in seconds (delta-seconds or an HTTP date), if it is one."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - datetime.now(UTC)).total_seconds()
 
 
 class Notification(Action):
@@ -194,31 +417,64 @@ class Notification(Action):
         from prefect.blocks.abstract import NotificationBlock
         from prefect.blocks.core import Block
 
+        secrets = _prefect_secrets()
+        deadline = asyncio.timeout(self.max_duration)
         try:
-            block = await Block.aload(self.block)
+            async with deadline:
+                block = await Block.aload(self.block)
         except ValueError as exc:
             raise ActionError(
-                f"No saved notification block is named {self.block!r} ({exc}); create it in the "
-                "Prefect UI (Blocks) or with its Python class's .save().",
+                f"No saved notification block is named {self.block!r} "
+                f"({_describe(exc, secrets, name=False)}); create it in the Prefect UI (Blocks) "
+                "or with its Python class's .save().",
                 retryable=False,
             ) from None
+        except Exception as exc:
+            waited = f"no answer within {self.max_duration:g} s" if deadline.expired() else None
+            raise ActionError(
+                f"Block {self.block!r} could not be loaded ({waited or _describe(exc, secrets)}).",
+                retryable=True,
+            ) from exc
         if not isinstance(block, NotificationBlock):
             raise ActionError(
                 f"Block {self.block!r} is a {type(block).__name__}, not a notification block.",
                 retryable=False,
             )
+        secrets += _block_secrets(block)
         subject = _render(self.title, firing)
         if self.severity != "info":
             subject = f"[{self.severity}] {subject}"
-        notify: Any = getattr(block, "notify")  # noqa: B009 — sync or async, by block
-        sent = notify(body=_render(self.message, firing), subject=subject)
-        if inspect.isawaitable(sent):
-            await sent
+        body = _render(self.message, firing)
+        deadline = asyncio.timeout(self.max_duration)
+        try:
+            async with deadline:
+                anotify = getattr(block, "anotify", None)
+                if inspect.iscoroutinefunction(anotify):
+                    await anotify(body=body, subject=subject)
+                else:
+                    # A block's own `notify` may block (a plain HTTP call): not on the loop
+                    # that runs every other delivery.
+                    notify: Any = getattr(block, "notify")  # noqa: B009 — sync or async, by block
+                    sent = await asyncio.to_thread(notify, body=body, subject=subject)
+                    if inspect.isawaitable(sent):
+                        await sent
+        except Exception as exc:
+            waited = f"not sent within {self.max_duration:g} s" if deadline.expired() else None
+            raise ActionError(
+                f"The notification block {self.block!r} could not send "
+                f"({waited or _describe(exc, secrets)}).",
+                retryable=True,
+            ) from exc
         return None
 
 
 class EmitEvent(Action):
-    """Emit a Prefect event, so Prefect's own automations and deployment triggers can react."""
+    """Emit a Prefect event, so Prefect's own automations and deployment triggers can react.
+
+    `deliver` returns only once the Prefect API has taken the event; it raises a retryable
+    `ActionError` when the API could not be reached. The event's id is fixed per firing, so an
+    event emitted again by a retry is not counted twice.
+    """
 
     type: Literal["emit_event"]
     event: str = Field(
@@ -232,10 +488,9 @@ class EmitEvent(Action):
     templated_fields: ClassVar[tuple[str, ...]] = ("payload",)
 
     async def deliver(self, firing: Firing) -> dict[str, Any] | None:
-        emitted = emit_firing_event(self.event, firing, _render(self.payload, firing))
-        if emitted is None:
-            raise ActionError("The Prefect event could not be emitted.", retryable=True)
-        return {"event_id": str(emitted.id)}
+        event = firing_event(self.event, firing, _render(self.payload, firing))
+        await send_event(event, timeout=min(EVENT_TIMEOUT, self.max_duration))
+        return {"event_id": str(event.id)}
 
 
 class NoOp(Action):
@@ -247,6 +502,57 @@ class NoOp(Action):
         return None
 
 
+def _firing_event_fields(
+    name: str,
+    firing: Firing,
+    payload: dict[str, Any] | None,
+    related: Sequence[dict[str, str]],
+    key: str,
+) -> dict[str, Any]:
+    import uuid
+
+    return {
+        "event": name,
+        "resource": {
+            "prefect.resource.id": f"ml-automations.firing.{firing.firing_id}",
+            "prefect.resource.name": firing.automation,
+        },
+        "related": [
+            {
+                "prefect.resource.id": f"ml-automations.automation.{firing.automation}",
+                "prefect.resource.role": "automation",
+                "prefect.resource.name": firing.automation,
+            },
+            *related,
+        ],
+        "payload": {
+            "triggered_at": firing.timestamp.isoformat(),
+            "firing": firing.model_dump(mode="json", exclude_none=True),
+            **(payload or {}),
+        },
+        "id": uuid.uuid5(uuid.NAMESPACE_URL, f"{name}/{firing.firing_id}/{key}"),
+    }
+
+
+def firing_event(
+    name: str,
+    firing: Firing,
+    payload: dict[str, Any] | None = None,
+    *,
+    related: Sequence[dict[str, str]] = (),
+    key: str = "",
+) -> Any:
+    """The Prefect event about a firing, as it happens (`occurred` is now; the time of what
+    triggered it is `triggered_at` in the payload). The resource is the firing; the automation
+    (and whatever `related` adds: its block, the deployment and flow run it started) are related
+    resources, so the Event Feed filtered by any of them shows it. A fixed id per name, firing
+    and `key` (the attempt, say) keeps a re-emitted event from being counted twice.
+    Returns a `prefect.events.Event`; `send_event` sends it."""
+    from prefect.events import Event
+
+    return Event(**_firing_event_fields(name, firing, payload, related, key))
+
+
 def emit_firing_event(
     name: str,
     firing: Firing,
@@ -255,46 +561,137 @@ def emit_firing_event(
     related: Sequence[dict[str, str]] = (),
     key: str = "",
 ) -> Any:
-    """Emit a Prefect event about a firing, as it happens (`occurred` is now; the time of what
-    triggered it is `triggered_at` in the payload). The resource is the firing; the automation
-    (and whatever `related` adds: its block, the deployment and flow run it started) are related
-    resources, so the Event Feed filtered by any of them shows it. A fixed id per name, firing
-    and `key` (the attempt, say) keeps a re-emitted event from being counted twice."""
-    import uuid
-
+    """`firing_event`, handed to Prefect's `emit_event`: queued for Prefect's events worker and
+    sent in the background (one connection for all events, flushed when the process ends).
+    Returns the event, or None when Prefect could not even queue it — a returned event may
+    still be lost if the Prefect API is down; `send_event` is the way that knows."""
     from prefect.events import emit_event
 
-    return emit_event(
-        event=name,
-        resource={
-            "prefect.resource.id": f"ml-automations.firing.{firing.firing_id}",
-            "prefect.resource.name": firing.automation,
-        },
-        related=[
-            {
-                "prefect.resource.id": f"ml-automations.automation.{firing.automation}",
-                "prefect.resource.role": "automation",
-                "prefect.resource.name": firing.automation,
-            },
-            *related,
-        ],
-        payload={
-            "triggered_at": firing.timestamp.isoformat(),
-            "firing": firing.model_dump(mode="json", exclude_none=True),
-            **(payload or {}),
-        },
-        id=uuid.uuid5(uuid.NAMESPACE_URL, f"{name}/{firing.firing_id}/{key}"),
-    )
+    return emit_event(**_firing_event_fields(name, firing, payload, related, key))
 
 
-def _retry_after(response: Any, default: float | None) -> float | None:
-    """Honour a Retry-After in seconds (capped at a minute) when there is a retry left."""
-    if default is None:
-        return None
+#: Seconds `send_event` waits for the Prefect API to take an event.
+EVENT_TIMEOUT = 20.0
+
+
+async def send_event(event: Any, *, timeout: float = EVENT_TIMEOUT) -> None:
+    """Send a Prefect event and return once the Prefect API has it; raises `ActionError`
+    (retryable) when it could not be sent within `timeout` seconds.
+
+    It goes the way Prefect's own `prefect event emit` does — the events client of the API in
+    `PREFECT_API_URL` (the `/events/in` websocket, on a Prefect server and on Prefect Cloud) —
+    but waits for the server to confirm it (a ping answered after the event: the server has
+    read it) instead of queueing it for a background worker that drops it when the API is down.
+    Inside a flow or task run the run's resources are related to the event, as `emit_event` does.
+    """
+    from prefect.events.clients import get_events_client
+    from prefect.settings import PREFECT_API_URL, get_current_settings
+
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        raise ActionError(
+            f"The Prefect event {event.event!r} was not sent: no Prefect API is configured. "
+            "Set PREFECT_API_URL (for example http://127.0.0.1:4200/api) or log in to Prefect "
+            "Cloud.",
+            retryable=False,
+        )
+    maximum = get_current_settings().server.events.maximum_size_bytes
+    if event.size_bytes > maximum:
+        raise ActionError(
+            f"The Prefect event {event.event!r} is {event.size_bytes} bytes, more than the "
+            f"Prefect API takes ({maximum}); make its payload smaller.",
+            retryable=False,
+        )
+    where = safe_url(api_url)
+    deadline = asyncio.timeout(timeout)
     try:
-        return min(float(response.headers.get("Retry-After", default)), 60.0)
-    except ValueError:
-        return default
+        async with deadline:
+            await _relate_to_run(event)
+            async with get_events_client(reconnection_attempts=2, checkpoint_every=1) as client:
+                await client.emit(event)
+    except Exception as exc:
+        reason = (
+            f"no confirmation within {timeout:g} s"
+            if deadline.expired()
+            else _describe(exc, _prefect_secrets(), limit=160)
+        )
+        raise ActionError(
+            f"The Prefect API at {where} did not take the event {event.event!r} ({reason}).",
+            retryable=True,
+        ) from exc
+
+
+async def _relate_to_run(event: Any) -> None:
+    """Relate the flow run and task run we are in (if any) to `event`, as Prefect's events
+    worker does for `emit_event`."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.events.related import related_resources_from_run_context
+    from prefect.settings import get_current_settings
+
+    exclude = {resource.id for resource in event.involved_resources}
+    async with get_client() as client:
+        related = await related_resources_from_run_context(client, exclude=exclude)
+    room = max(
+        get_current_settings().server.events.maximum_related_resources - len(event.related), 0
+    )
+    event.related += related[:room]
+
+
+#: How long an error message made of quoted text may grow.
+_MESSAGE = 600
+
+
+def _describe(
+    exc: BaseException, secrets: Sequence[str] = (), *, limit: int | None = 200, name: bool = True
+) -> str:
+    """`ExceptionName: its message`, scrubbed of secrets (the name alone when it says nothing)."""
+    text = scrub(str(exc), secrets, limit=limit)
+    if not name:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _prefect_secrets() -> list[str]:
+    """The Prefect API key and auth string, which an answer from the Prefect API may echo."""
+    try:
+        from prefect.settings import get_current_settings
+
+        api = get_current_settings().api
+        candidates = (getattr(api, "key", None), getattr(api, "auth_string", None))
+    except Exception:
+        return []
+    return [c.get_secret_value() for c in candidates if c is not None]
+
+
+def _block_secrets(block: Any) -> list[str]:
+    """The secret values of a block's fields, nested blocks included (a Slack webhook URL, an
+    SMTP password, a SecretDict's values)."""
+    from pydantic import BaseModel
+
+    found: list[str] = []
+
+    def collect(value: Any, secret: bool) -> None:
+        if hasattr(value, "get_secret_value"):
+            collect(value.get_secret_value(), True)
+        elif isinstance(value, str):
+            if secret and value:
+                found.append(value)
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                collect(getattr(value, name, None), secret)
+        elif isinstance(value, dict):
+            for leaf in value.values():
+                collect(leaf, secret)
+        elif isinstance(value, list | tuple):
+            for leaf in value:
+                collect(leaf, secret)
+
+    collect(block, False)
+    return found
 
 
 AnyAction = Annotated[

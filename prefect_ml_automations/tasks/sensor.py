@@ -20,7 +20,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from prefect_ml_automations.automations.actions import emit_firing_event
+from prefect_ml_automations.automations.actions import (
+    emit_firing_event,
+    firing_event,
+    send_event,
+)
 from prefect_ml_automations.decisions import Firing
 from prefect_ml_automations.errors import ActionError, SourceUnavailable
 from prefect_ml_automations.sensor import CycleReport, Delivery, Polled, Sensor, summary
@@ -79,7 +83,7 @@ async def deliver_firing(
 ) -> Delivery:
     """Run one claimed firing's action; the task run fails when the action did."""
     delivery = await sensor.deliver_one(firing, attempt)
-    announce(delivery, block_ids or {})
+    await aannounce(delivery, block_ids or {})  # confirmed by the API, or a WARNING
     if delivery.failed:
         # A Failed state, not an exception: an action's failure is news, not a bug with a
         # traceback. The flow logs it (ERROR) and reads the delivery from the state.
@@ -89,7 +93,54 @@ async def deliver_firing(
 
 def announce(delivery: Delivery, block_ids: Mapping[str, UUID]) -> None:
     """The firing's Prefect event, `ml.automation.firing.finished` or `.failed`, related to the
-    automation's block and to the deployment and flow run the action started."""
+    automation's block and to the deployment and flow run the action started.
+
+    Handed to Prefect's events worker, which sends it in the background (one connection for all
+    events, flushed when the process ends) — it can not say whether the Prefect API took it.
+    Never raises: an event that could not even be queued is a WARNING in the log, and the cycle
+    goes on. `aannounce` is the same event, sent and confirmed before it returns.
+    """
+    name, firing, payload, related, key = _announcement(delivery, block_ids)
+    try:
+        emitted = emit_firing_event(name, firing, payload, related=related, key=key)
+    except Exception as exc:  # EventTooLarge, a bug: the view of a firing stops nothing
+        logger.warning("%s was not sent: %s", _what(name, firing), _describe(exc))
+        return
+    if emitted is None:
+        logger.warning(
+            "%s was not sent: Prefect could not queue it (is PREFECT_API_URL set?); "
+            "the firing's history has what it would have said.",
+            _what(name, firing),
+        )
+
+
+async def aannounce(delivery: Delivery, block_ids: Mapping[str, UUID]) -> bool:
+    """`announce`, sent the way that knows: returns once the Prefect API has the event (True),
+    or after logging a WARNING that says why it has not (False). Never raises (but for
+    cancellation), so the cycle goes on; the firing's status is in the history either way."""
+    name, firing, payload, related, key = _announcement(delivery, block_ids)
+    try:
+        await send_event(
+            firing_event(name, firing, payload, related=related, key=key),
+            timeout=ANNOUNCE_TIMEOUT,
+        )
+    except ActionError as exc:
+        logger.warning("%s was not sent: %s", _what(name, firing), exc)
+        return False
+    except Exception as exc:  # a bug of ours must not stop the cycle either
+        logger.warning("%s was not sent: %s", _what(name, firing), _describe(exc))
+        return False
+    return True
+
+
+#: Seconds `aannounce` waits for the Prefect API to take a firing's event.
+ANNOUNCE_TIMEOUT = 10.0
+
+
+def _announcement(
+    delivery: Delivery, block_ids: Mapping[str, UUID]
+) -> tuple[str, Firing, dict[str, Any], list[dict[str, str]], str]:
+    """The name, firing, payload, related resources and id key of a delivery's event."""
     firing = delivery.firing
     result = delivery.result or {}
     related = [
@@ -106,18 +157,24 @@ def announce(delivery: Delivery, block_ids: Mapping[str, UUID]) -> None:
         )
         if value
     ]
-    emit_firing_event(
-        f"ml.automation.firing.{'failed' if delivery.failed else 'finished'}",
-        firing,
-        {
-            "status": delivery.status,
-            "attempt": delivery.attempt,
-            "result": result,
-            "error": delivery.error,
-        },
-        related=related,
-        key=str(delivery.attempt),
-    )
+    payload = {
+        "status": delivery.status,
+        "attempt": delivery.attempt,
+        "result": result,
+        "error": delivery.error,
+    }
+    name = f"ml.automation.firing.{'failed' if delivery.failed else 'finished'}"
+    return name, firing, payload, related, str(delivery.attempt)
+
+
+def _what(name: str, firing: Firing) -> str:
+    return f"The Prefect event {name} of firing {firing.firing_id[:8]} ({firing.automation!r})"
+
+
+def _describe(exc: BaseException) -> str:
+    from prefect_ml_automations.redact import scrub
+
+    return f"{type(exc).__name__}: {scrub(str(exc))}"
 
 
 def _resource(kind: str, value: object, role: str) -> dict[str, str]:
