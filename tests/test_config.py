@@ -325,8 +325,8 @@ extra: 1
 def test_a_missing_environment_variable_is_named() -> None:
     document = yaml.safe_load(SPEC_EXAMPLE)
     assert problems(document, env={"RECEIVER_TOKEN": "t", "RECEIVER_SECRET": "s"}) == [
-        "sources[1].api_key: the environment variable 'WANDB_API_KEY' is not set; export it before "
-        "running (or write the value in the file)"
+        "source 'team' (sources[1]): api_key: the environment variable 'WANDB_API_KEY' is not set; "
+        "export it before running (or write the value in the file)."
     ]
 
 
@@ -379,8 +379,8 @@ def test_secrets_can_come_from_prefect_secret_blocks() -> None:
     }
     [message] = parse_problems(document, secrets={}.__getitem__)
     assert message == (
-        "sources[0].api_key: the Prefect Secret block 'wandb-key' could not be read (KeyError); create it "
-        "(Blocks → Secret) or check PREFECT_API_URL"
+        "source 'team' (sources[0]): api_key: the Prefect Secret block 'wandb-key' could not be read "
+        "(KeyError); create it (Blocks → Secret) or check PREFECT_API_URL."
     )
 
 
@@ -389,3 +389,63 @@ def parse_problems(document: dict[str, Any], secrets: Any) -> list[str]:
     with pytest.raises(ConfigError) as caught:
         parse_config(document, env={}, secrets=secrets)
     return caught.value.problems
+
+
+# -- Prefect Secret blocks, read from a real Prefect API -----------------------------------------
+
+HOOK_WITH_A_SECRET_TOKEN = """
+automations:
+  - name: hook
+    scope: {registry: models}
+    event: {type: ADD_ARTIFACT_ALIAS}
+    action:
+      type: webhook
+      url: https://example.invalid/hook
+      access_token: "{{ prefect.blocks.secret.BLOCK }}"
+"""
+
+
+def test_a_prefect_secret_block_resolves_from_sync_code_and_inside_an_event_loop(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """`run` and `receive` load the config inside async code, where `Secret.load` would hand
+    back a coroutine instead of the block; `validate` loads it from plain sync code."""
+    import asyncio
+
+    from prefect.blocks.system import Secret
+
+    Secret(value="s3cr3t").save("ml-hook-token", overwrite=True)
+    path = tmp_path / "automations.yaml"
+    path.write_text(HOOK_WITH_A_SECRET_TOKEN.replace("BLOCK", "ml-hook-token"))
+
+    async def load_inside_a_running_loop() -> Any:
+        return load_config(path, env={})
+
+    for config in (load_config(path, env={}), asyncio.run(load_inside_a_running_loop())):
+        [hook] = config.automations
+        assert hook.action.access_token.get_secret_value() == "s3cr3t"  # type: ignore[union-attr]
+        assert "s3cr3t" not in repr(config)
+
+
+def test_a_missing_prefect_secret_block_names_the_block_and_the_fix(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    path = tmp_path / "automations.yaml"
+    path.write_text(HOOK_WITH_A_SECRET_TOKEN.replace("BLOCK", "no-such-block"))
+
+    async def load_inside_a_running_loop() -> Any:
+        return load_config(path, env={})
+
+    for load in (
+        lambda: load_config(path, env={}),
+        lambda: asyncio.run(load_inside_a_running_loop()),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load()
+        assert caught.value.problems == [
+            "automation 'hook' (automations[0]): action.access_token: there is no Prefect Secret "
+            "block named 'no-such-block'; create it in the Prefect UI (Blocks → Secret) or with "
+            "Secret(value=...).save('no-such-block'), or check PREFECT_API_URL."
+        ]

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from prefect_ml_automations.automations._types import Duration, StrictModel
+from prefect_ml_automations.automations._types import Duration, StrictModel, shown
 from prefect_ml_automations.automations.actions import AnyAction
 from prefect_ml_automations.automations.filters import RunFilters
 from prefect_ml_automations.automations.scopes import ProjectScope, RegistryScope, Scope
@@ -58,7 +58,9 @@ class Automation(StrictModel):
     @classmethod
     def _printable(cls, value: str) -> str:
         if value != value.strip() or any(ch in value for ch in "\n\r\t"):
-            raise ValueError(f"{value!r} has leading/trailing blanks or line breaks; remove them")
+            raise ValueError(
+                f"{shown(value)} has leading/trailing blanks or line breaks; remove them"
+            )
         return value
 
     @field_validator("scope", mode="before")

@@ -17,9 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
-from pydantic import BeforeValidator, Field, PositiveInt, field_validator
+from pydantic import BeforeValidator, Field, PositiveInt, field_validator, model_validator
 
-from prefect_ml_automations.automations._types import Number, Regex, StrictModel, compiled
+from prefect_ml_automations.automations._types import (
+    Number,
+    Regex,
+    StrictModel,
+    compiled,
+    shown,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,6 +35,21 @@ if TYPE_CHECKING:
     BoolArray = npt.NDArray[np.bool_]
 
 Aggregation = Literal["average", "min", "max"]
+
+#: The most values a RUN_METRIC window, or a RUN_METRIC_CHANGE's two windows together, may span.
+#: The evaluator keeps each run's latest `values_needed` values per metric in memory (and in its
+#: saved state), 16 bytes a value: 1000 values are 16 kB per run and metric, a window of 10^9
+#: would ask for gigabytes per run before anything is evaluated.
+MAX_WINDOW_VALUES = 1000
+#: The most runs a RUN_METRIC_ZSCORE baseline may span: the evaluator keeps lists of the latest
+#: `window` + 1 runs per metric (in memory and in its saved state), walks them for every new run,
+#: and each firing records the whole baseline as its `metric_values`.
+MAX_ZSCORE_RUNS = 1000
+_WHY_VALUES = "the evaluator keeps that many of each run's latest values per metric in memory"
+_WHY_RUNS = (
+    "the evaluator keeps a list of that many runs per metric in memory, and each firing records "
+    "the whole baseline"
+)
 
 _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     ">": _op.gt,
@@ -59,7 +80,7 @@ def _operator(value: Any) -> Any:
     if isinstance(value, str) and value.strip().lower() in _OPERATOR_SPELLINGS:
         return _OPERATOR_SPELLINGS[value.strip().lower()]
     raise ValueError(
-        f"{value!r} is not an operator; use one of > >= < <= == != "
+        f"{shown(value)} is not an operator; use one of > >= < <= == != "
         "(or above, above_or_equal, below, below_or_equal, equal, not_equal, $gt … $ne)"
     )
 
@@ -319,6 +340,15 @@ class RunMetric(MetricTrigger):
     )
     threshold: Number = Field(description="The value the aggregate is compared with.")
 
+    @field_validator("window")
+    @classmethod
+    def _window_fits_in_memory(cls, value: int) -> int:
+        if value > MAX_WINDOW_VALUES:
+            raise ValueError(
+                f"must be at most {MAX_WINDOW_VALUES} values, not {shown(value)}: {_WHY_VALUES}"
+            )
+        return value
+
     @property
     def values_needed(self) -> int:
         return self.window
@@ -374,6 +404,16 @@ class RunMetricChange(MetricTrigger):
             )
         return value
 
+    @model_validator(mode="after")
+    def _windows_fit_in_memory(self) -> RunMetricChange:
+        if self.values_needed > MAX_WINDOW_VALUES:
+            raise ValueError(
+                f"current_window + prior_window must be at most {MAX_WINDOW_VALUES} values "
+                f"together, not {shown(self.current_window)} + {shown(self.prior_window)}: "
+                f"{_WHY_VALUES}"
+            )
+        return self
+
     @property
     def values_needed(self) -> int:
         return self.current_window + self.prior_window
@@ -424,6 +464,15 @@ class RunMetricZScore(MetricTrigger):
         if value <= 0:
             raise ValueError(
                 f"must be greater than 0 (a number of standard deviations), not {value:g}"
+            )
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _baseline_fits_in_memory(cls, value: int) -> int:
+        if value > MAX_ZSCORE_RUNS:
+            raise ValueError(
+                f"must be at most {MAX_ZSCORE_RUNS} runs, not {shown(value)}: {_WHY_RUNS}"
             )
         return value
 
