@@ -102,7 +102,9 @@ def ingest(
 
     config = load_config(file)
     count = StateStore(config.store).put_events(read_events(events), origin="ingest")
-    print(f"{count} event{'s' if count != 1 else ''} put into the inbox of {config.store}.")
+    print(
+        f"{count} event{'s' if count != 1 else ''} put into the inbox of {shown_url(config.store)}."
+    )
 
 
 @app.command
@@ -118,8 +120,7 @@ def run(
     from prefect_ml_automations.config import load_config
 
     load_config(file)  # bad input fails here, before anything starts
-    if interval <= 0:
-        raise BadInputError(f"--interval must be a positive number of seconds, not {interval}.")
+    _check_interval(interval)
     if once:
         from prefect_ml_automations.flows import sensor_cycle
 
@@ -154,6 +155,7 @@ def receive(
     from prefect_ml_automations.flows.receiver import serve_receiver
 
     config = load_config(file)
+    _check_interval(interval)
     if insecure and host not in ("127.0.0.1", "localhost", "::1"):
         raise BadInputError(f"--insecure is for loopback only; listen on 127.0.0.1, not {host!r}.")
     serve_receiver(
@@ -181,8 +183,7 @@ def serve(
     from prefect_ml_automations.flows.sensor import sensor_deployment
 
     load_config(file)  # bad input fails here, before anything is served
-    if interval <= 0:
-        raise BadInputError(f"--interval must be a positive number of seconds, not {interval}.")
+    _check_interval(interval)
     deployment = sensor_deployment(file, interval=interval, name=name)
     print(
         f"Serving ml-automations-sensor/{name}, a cycle every {interval:g} s "
@@ -394,6 +395,66 @@ def demo(
     run_demo(directory)
 
 
+@app.command
+def quarantine(
+    file: ConfigFile,
+    *,
+    json_lines: Annotated[
+        bool, Parameter(name="--json", help="One JSON record per quarantined event.")
+    ] = False,
+    redrive: Annotated[
+        bool,
+        Parameter(
+            help="Put the quarantined events (all, or those of --id) back into the inbox, once "
+            "what failed them is fixed; one that still fails comes back here."
+        ),
+    ] = False,
+    ids: Annotated[
+        list[int] | None, Parameter(name="--id", help="Only the quarantined event with this id.")
+    ] = None,
+) -> None:
+    """Events a sensor accepted but could not evaluate, each kept with its error."""
+    from prefect_ml_automations.config import load_config
+    from prefect_ml_automations.store import StateStore
+
+    config = load_config(file)
+    store = StateStore(config.store)
+    if redrive:
+        count = store.redrive(ids)
+        print(f"{count} event(s) put back into the inbox of {shown_url(config.store)}.")
+        return
+    rows = [q for q in store.quarantined() if ids is None or q.id in ids]
+    if json_lines:
+        for row in rows:
+            print(json.dumps(row.to_record()))
+        return
+    print(f"{len(rows)} event(s) in the quarantine of {shown_url(config.store)}.")
+    for row in rows:
+        print(f"#{row.id} {row.quarantined_at:%Y-%m-%d %H:%M:%S} ({row.origin}): {row.error}")
+        print(f"    {row.body if len(row.body) <= 300 else row.body[:300] + '…'}")
+    if rows:
+        print(
+            f"Once fixed: ml-automations quarantine {file} --redrive  "
+            "(puts them back into the inbox)."
+        )
+
+
+def shown_url(url: str) -> str:
+    """A store URL as messages show it: no credentials, no query."""
+    from prefect_ml_automations.redact import safe_url
+
+    return safe_url(url)
+
+
+def _check_interval(interval: float) -> None:
+    import math
+
+    if not math.isfinite(interval) or interval <= 0:
+        raise BadInputError(
+            f"--interval must be a positive, finite number of seconds, not {interval}."
+        )
+
+
 def _parse_time(text: str, option: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
@@ -437,6 +498,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
+    except Exception as exc:  # a bug of ours, or a failure nobody foresaw: no traceback for users
+        import os
+
+        if os.environ.get("ML_AUTOMATIONS_TRACEBACK"):
+            raise
+        print(
+            f"error: {exc.__class__.__name__}: {exc} (unexpected; run again with "
+            "ML_AUTOMATIONS_TRACEBACK=1 to see where, and please report it).",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

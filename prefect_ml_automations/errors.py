@@ -45,7 +45,7 @@ class EventError(BadInputError):
         self.source = source
         count = len(self.problems)
         plural = "s" if count != 1 else ""
-        head = f"{source} has {count} malformed event{plural}; nothing was evaluated:"
+        head = f"{source} has {count} malformed event{plural}; none of its events was used:"
         super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
 
 

@@ -21,10 +21,10 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
-    NonNegativeInt,
     StrictInt,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -34,12 +34,64 @@ from prefect_ml_automations.errors import EventError
 MAX_REPORTED_PROBLEMS = 20
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+# -- what evaluation can take ---------------------------------------------------------------
+# The evaluator holds times as int64 nanoseconds and steps as int64, and the store keeps names in
+# text columns that PostgreSQL refuses NUL in. An event outside these bounds is refused at the
+# door (a 422, exit 2) rather than accepted and then failing every cycle behind it.
+
+#: Times an event may carry: well inside what int64 nanoseconds hold (1677–2262), with room for
+#: a cooldown of a year on either side.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+#: Steps and version numbers: integers JSON numbers carry exactly (±(2^53 − 1)).
+LARGEST_INT = 2**53 - 1
+#: Names (projects, runs, metrics, collections, aliases, …) are at most this long.
+MAX_NAME = 1024
+
+
+def _utc(value: datetime, info: ValidationInfo) -> datetime:
+    try:
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+05:00 is before the calendar's start in UTC
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise ValueError(
+            f"field {info.field_name!r}: {value.isoformat()} is outside the times this tool "
+            f"takes ({EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}); send the event's real time"
+        )
+    return utc
+
+
+def _bounded(value: int, info: ValidationInfo) -> int:
+    if abs(value) > LARGEST_INT:
+        raise ValueError(
+            f"field {info.field_name!r}: {value} is too large; it must lie within ±{LARGEST_INT} "
+            "(2^53 − 1, what a JSON number carries exactly)"
+        )
+    return value
+
+
+def _name(value: str, info: ValidationInfo) -> str:
+    if "\x00" in value:
+        raise ValueError(
+            f"field {info.field_name!r} contains a NUL character (\\u0000), which no store can "
+            "keep in a name; remove it"
+        )
+    if len(value) > MAX_NAME:
+        raise ValueError(
+            f"field {info.field_name!r} is {len(value)} characters long; names are at most "
+            f"{MAX_NAME}"
+        )
+    return value
 
 
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
-"""An ISO 8601 time; a naive time is read as UTC."""
+"""An ISO 8601 time between 1900 and 2200; a naive time is read as UTC."""
+Name = Annotated[str, Field(min_length=1), AfterValidator(_name)]
+"""A non-empty name with no NUL character, at most `MAX_NAME` characters."""
+OptionalName = Annotated[str, AfterValidator(_name)] | None
+Step = Annotated[StrictInt, AfterValidator(_bounded)]
+Version = Annotated[StrictInt, Field(ge=0), AfterValidator(_bounded)]
 
 SYSTEM_METRIC_PREFIXES = ("system.", "system/")
 
@@ -56,10 +108,10 @@ class _Event(BaseModel):
 
 
 class _RunEvent(_Event):
-    project: str = Field(min_length=1)
-    run_id: str = Field(min_length=1)
-    run_name: str | None = None
-    user: str | None = None
+    project: Name
+    run_id: Name
+    run_name: OptionalName = None
+    user: OptionalName = None
     run_created_at: Timestamp | None = None
 
 
@@ -68,8 +120,8 @@ class MetricEvent(_RunEvent):
     numbers count."""
 
     type: Literal["METRIC"]
-    metric: str = Field(min_length=1)
-    step: StrictInt | None = None
+    metric: Name
+    step: Step | None = None
     value: JsonValue
 
     @model_validator(mode="after")
@@ -85,25 +137,29 @@ class MetricEvent(_RunEvent):
     def number(self) -> float | None:
         """The value if it counts (a finite int or float, not a boolean), else None."""
         value = self.value
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-        return None
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return None
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float (10**400) counts as much as inf
+            return None
+        return number if math.isfinite(number) else None
 
 
 class RunStateEvent(_RunEvent):
     """A run's state as the tracker reports it (lower-cased: running, finished, crashed, …)."""
 
     type: Literal["RUN_STATE"]
-    state: Annotated[str, Field(min_length=1), AfterValidator(str.lower)]
+    state: Annotated[Name, AfterValidator(str.lower)]
 
 
 class _ArtifactEvent(_Event):
-    registry: str | None = None
-    project: str | None = None
-    collection: str = Field(min_length=1)
-    version: NonNegativeInt
-    artifact_type: str | None = None
-    user: str | None = None
+    registry: OptionalName = None
+    project: OptionalName = None
+    collection: Name
+    version: Version
+    artifact_type: OptionalName = None
+    user: OptionalName = None
     metadata: dict[str, JsonValue] | None = None
 
     @model_validator(mode="after")
@@ -147,7 +203,7 @@ class _ArtifactEvent(_Event):
 
 class LinkArtifactEvent(_ArtifactEvent):
     type: Literal["LINK_ARTIFACT"]
-    source_project: str | None = None
+    source_project: OptionalName = None
 
 
 class UnlinkArtifactEvent(_ArtifactEvent):
@@ -160,7 +216,7 @@ class CreateArtifactEvent(_ArtifactEvent):
 
 class AddArtifactAliasEvent(_ArtifactEvent):
     type: Literal["ADD_ARTIFACT_ALIAS"]
-    alias_: str = Field(alias="alias", min_length=1)
+    alias_: Name = Field(alias="alias")
 
     @property
     def alias(self) -> str | None:
@@ -168,7 +224,7 @@ class AddArtifactAliasEvent(_ArtifactEvent):
 
 
 class _TagEvent(_ArtifactEvent):
-    tag_: str = Field(alias="tag", min_length=1)
+    tag_: Name = Field(alias="tag")
 
     @property
     def tag(self) -> str | None:

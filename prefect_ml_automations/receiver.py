@@ -13,17 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
+import pydantic_core
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from prefect_ml_automations.config import AutomationsConfig
+from prefect_ml_automations.errors import StateError
 from prefect_ml_automations.events import Event, describe_problem, event_from_dict
-from prefect_ml_automations.store import StateStore
+from prefect_ml_automations.sources.wandb import Deferred
+from prefect_ml_automations.store import StateStore, store_problem
+
+logger = logging.getLogger("prefect_ml_automations")
 
 #: Largest request body accepted (bytes).
 MAX_BODY = 1 << 20
@@ -38,6 +44,13 @@ class RequestProblem(Exception):
         self.problems = problems or []
 
 
+def read_json(text: str | bytes) -> Any:
+    """Parsed JSON, or `ValueError` — also for what would hurt later: nesting deeper than 200
+    levels and numbers beyond what a float holds (pydantic-core's parser refuses both, where
+    `json.loads` raises `RecursionError` or takes a 5,000-digit integer)."""
+    return pydantic_core.from_json(text)
+
+
 def parse_body(body: bytes) -> list[Event]:
     """Events from a request body: a JSON object, a JSON array of them, or JSON lines."""
     text = body.decode("utf-8", errors="strict").strip()
@@ -46,18 +59,18 @@ def parse_body(body: bytes) -> list[Event]:
             400, "The request has no body; send one event, an array or JSON lines."
         )
     try:
-        parsed = json.loads(text)
+        parsed = read_json(text)
         items = parsed if isinstance(parsed, list) else [parsed]
         where = "item" if isinstance(parsed, list) else "event"
-    except json.JSONDecodeError:
+    except ValueError:
         items, where = [], "line"
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    items.append(json.loads(line))
-                except json.JSONDecodeError as exc:
+                    items.append(read_json(line))
+                except ValueError as exc:
                     raise RequestProblem(
-                        400, f"Line {number} of the body is not valid JSON ({exc.msg})."
+                        400, f"Line {number} of the body is not valid JSON ({exc})."
                     ) from None
     events, problems = [], []
     for index, item in enumerate(items, start=1):
@@ -122,9 +135,9 @@ def _wandb_signed(request: Request, body: bytes, secret: str | None) -> bool:
 
 def _json_object(body: bytes, required: str, missing: str) -> dict[str, Any]:
     try:
-        payload = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise RequestProblem(400, f"The body is not valid JSON ({exc.msg}).") from None
+        payload = read_json(body)
+    except ValueError as exc:
+        raise RequestProblem(400, f"The body is not valid JSON ({exc}).") from None
     if not isinstance(payload, dict) or required not in payload:
         raise RequestProblem(422, missing)
     return payload
@@ -152,8 +165,10 @@ def create_app(
     *,
     wake: Callable[[], None] | None = None,
     insecure: bool = False,
+    status: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
-    """The receiver for a config; `wake` is called after events are stored."""
+    """The receiver for a config; `wake` is called after events are stored, `status` tells
+    `/health` how the sensor beside it is doing."""
     token = config.receiver.token.get_secret_value() if config.receiver.token else None
     if token is None and config.receiver.secret is None and not insecure:
         from prefect_ml_automations.errors import BadInputError
@@ -178,15 +193,61 @@ def create_app(
             content["problems"] = exc.problems
         return JSONResponse(content, status_code=exc.status)
 
+    @app.exception_handler(StateError)
+    @app.exception_handler(SQLAlchemyError)
+    async def _store_down(_: Request, exc: Exception) -> JSONResponse:
+        # The store is the inbox: without it nothing can be accepted. Say so, and when to retry;
+        # the sender keeps the events (nothing was stored, the transaction rolled back).
+        logger.error("The state store is unavailable: %s", store_problem(exc))
+        return JSONResponse(
+            {
+                "error": "The state store is unavailable, so nothing was stored; send the "
+                "request again shortly.",
+                "store": store_problem(exc),
+            },
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "inbox": await asyncio.to_thread(store.inbox_size)}
+    async def health() -> JSONResponse:
+        """`ok`, `degraded` (the sensor beside the receiver is failing: it says why), or
+        `unavailable` (503: the store is unreachable, pushes can not be accepted)."""
+        report: dict[str, Any] = {"status": "ok"}
+        try:
+            report.update(await asyncio.to_thread(store.counts))
+        except (StateError, SQLAlchemyError) as exc:
+            report.update(status="unavailable", store=store_problem(exc))
+        if status is not None:
+            sensor = status()
+            report["sensor"] = sensor
+            if report["status"] == "ok" and sensor.get("problem"):
+                report["status"] = "degraded"
+        return JSONResponse(report, status_code=503 if report["status"] == "unavailable" else 200)
 
     secret = config.receiver.secret.get_secret_value() if config.receiver.secret else None
 
-    async def push(source: str, change: Any, origin: str) -> dict[str, Any]:
+    async def push(source: str, change: Any, origin: str, kind: str) -> dict[str, Any]:
         """A tracker's webhook: its change against the source's snapshot, stored, then a wake."""
-        stored = await asyncio.to_thread(store.push_source_change, source, change, origin=origin)
+
+        def read(cursor: dict[str, Any] | None) -> Any:
+            try:
+                return change(cursor)
+            except (RequestProblem, Deferred):
+                raise
+            except (ValueError, ValidationError) as exc:
+                raise RequestProblem(422, f"The {kind} payload can not be read: {exc}") from None
+            except Exception as exc:
+                # An authenticated sender's payload of a shape we did not foresee: a clear 4xx
+                # for them, the traceback for us — and nothing stored (the transaction rolls back).
+                logger.warning("A %s payload could not be read.", kind, exc_info=True)
+                raise RequestProblem(
+                    422,
+                    f"The {kind} payload can not be read ({exc.__class__.__name__}: {exc}); "
+                    f"send the {kind} webhook's own JSON body unchanged.",
+                ) from None
+
+        stored = await asyncio.to_thread(store.push_source_change, source, read, origin=origin)
         if stored and wake is not None:
             wake()
         return {"accepted": stored}
@@ -210,12 +271,12 @@ def create_app(
         name, registry = (settings.name, settings.registry) if settings else ("mlflow", "models")
         from prefect_ml_automations.sources.mlflow import registry_changes
 
-        try:
-            return await push(
-                name, lambda cursor: registry_changes(cursor, payload, registry, name), "mlflow"
-            )
-        except (ValueError, ValidationError) as exc:
-            raise RequestProblem(422, f"The MLflow payload can not be read: {exc}") from None
+        return await push(
+            name,
+            lambda cursor: registry_changes(cursor, payload, registry, name),
+            "mlflow",
+            "MLflow",
+        )
 
     @app.post("/wandb", status_code=202)
     async def wandb_webhook(request: Request, source: str | None = None) -> dict[str, Any]:
@@ -234,7 +295,7 @@ def create_app(
 
         settings = _named_source(config, WandbSourceSettings, source, "/wandb")
         name, entity = (settings.name, settings.entity) if settings else ("wandb", "")
-        from prefect_ml_automations.sources.wandb import Deferred, webhook_changes
+        from prefect_ml_automations.sources.wandb import webhook_changes
         from prefect_ml_automations.store import utcnow
 
         try:
@@ -242,9 +303,8 @@ def create_app(
                 name,
                 lambda cursor: webhook_changes(cursor, payload, entity, utcnow(), name),
                 "wandb",
+                "W&B",
             )
-        except (ValueError, ValidationError) as exc:
-            raise RequestProblem(422, f"The W&B payload can not be read: {exc}.") from None
         except Deferred as exc:
             if settings is None:
                 raise RequestProblem(

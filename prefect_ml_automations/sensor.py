@@ -25,6 +25,7 @@ Example (no Prefect API needed):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,19 +35,28 @@ from typing import Any
 from prefect_ml_automations.config import AutomationsConfig
 from prefect_ml_automations.decisions import Firing, Skip
 from prefect_ml_automations.errors import ActionError, SourceError
-from prefect_ml_automations.evaluator import Evaluator, EventBatch
+from prefect_ml_automations.evaluator import Evaluator, EvaluatorState, EventBatch
 from prefect_ml_automations.events import Event
+from prefect_ml_automations.redact import scrub
 from prefect_ml_automations.sources import Poll, Source
-from prefect_ml_automations.store import StateStore, utcnow
+from prefect_ml_automations.store import Cycle, StateStore, is_outage, utcnow
 
 logger = logging.getLogger("prefect_ml_automations")
 
 #: Attempts of a firing's action before it stays `failed`.
 MAX_ATTEMPTS = 3
-#: How long a claimed action may run before another sensor may take it over.
-LEASE = timedelta(minutes=5)
+#: How long a sensor holds a firing it delivers; renewed every `LEASE / 4` while the action
+#: runs, so a sensor that dies lets go of its firings within a minute. (One webhook call times
+#: out after 15 s, well inside it.)
+LEASE = timedelta(minutes=1)
+#: An action still running after this long is abandoned as failed (and retried): a hung call
+#: must not hold its firing, renewed, for ever.
+ACTION_DEADLINE = timedelta(minutes=10)
 #: Wait before the next attempt after a retryable failure, by attempt number.
 BACKOFF = (timedelta(seconds=10), timedelta(seconds=60), timedelta(minutes=5))
+#: How long a poll may take before the cycle goes on without it (the poll is left to finish in
+#: the background; the source is not polled again until it has).
+POLL_TIMEOUT = timedelta(minutes=5)
 #: Actions run at once by one sensor (a burst of 1,000 firings is not delivered one by one).
 DELIVERY_CONCURRENCY = 16
 
@@ -109,6 +119,8 @@ class CycleReport:
     config_problems: list[str] = field(default_factory=list)
     #: Sources whose poll raced a concurrent change of their cursor (polled again next cycle).
     dropped_polls: list[str] = field(default_factory=list)
+    #: Events this cycle could not evaluate, moved to the quarantine.
+    quarantined: int = 0
 
     @property
     def idle(self) -> bool:
@@ -118,13 +130,23 @@ class CycleReport:
             or self.deliveries
             or self.source_errors
             or self.config_problems
+            or self.quarantined
         )
 
     @property
     def problems(self) -> list[str]:
         """What makes this cycle a failed one: bad blocks, sources down, failed actions."""
+        quarantined = (
+            [
+                f"{self.quarantined} event(s) could not be evaluated and are quarantined "
+                "(`ml-automations quarantine FILE` lists them)"
+            ]
+            if self.quarantined
+            else []
+        )
         return [
             *self.config_problems,
+            *quarantined,
             *(f"source {e}" for e in self.source_errors),
             *(d.describe() for d in self.deliveries if d.failed),
         ]
@@ -179,6 +201,9 @@ class Sensor:
         self.name = name
         self.automations = {a.name: a for a in config.automations}
         self.sources = list(sources) if sources is not None else sources_of(config)
+        self.poll_timeout = POLL_TIMEOUT
+        #: Polls still running, by source (a tracker that hangs is not asked again meanwhile).
+        self._polling: dict[str, asyncio.Future[Polled]] = {}
 
     # -- 1. poll -----------------------------------------------------------------------------
 
@@ -203,6 +228,38 @@ class Sensor:
     def poll_all(self, now: datetime) -> list[Polled]:
         cursors = self.read_cursors()
         return [self.poll(source, cursors.get(source.name), now) for source in self.sources]
+
+    async def poll_within(self, now: datetime) -> list[Polled]:
+        """Poll every source at once, each given `poll_timeout`: a tracker that hangs holds up
+        neither the pushed events nor the other sources. Its poll goes on in the background
+        (a daemon thread: it can not be stopped, and must not keep the process alive) and the
+        source is skipped until it ends; its result is dropped (its cursor stays)."""
+        cursors = await asyncio.to_thread(self.read_cursors)
+        timeout = self.poll_timeout.total_seconds()
+
+        async def one(source: Source) -> Polled:
+            cursor = cursors.get(source.name)
+            running = self._polling.get(source.name)
+            if running is not None and not running.done():
+                return Polled(
+                    source.name,
+                    cursor,
+                    error="its previous poll has not answered yet; it is not asked again until "
+                    "that one ends.",
+                )
+            future = _in_daemon_thread(self.poll, source, cursor, now)
+            self._polling[source.name] = future
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout)
+            except TimeoutError:
+                return Polled(
+                    source.name,
+                    cursor,
+                    error=f"the poll did not answer within {timeout:.0f} s; the cycle went on "
+                    "without it (its cursor stays).",
+                )
+
+        return list(await asyncio.gather(*(one(source) for source in self.sources)))
 
     # -- 2. commit ---------------------------------------------------------------------------
 
@@ -229,18 +286,86 @@ class Sensor:
                 events += one.poll.events
                 filling += one.poll.filling
             if not events and not filling:
+                report.quarantined = cycle.quarantined
                 return report
-            state = cycle.state()
-            evaluator = Evaluator(self.config.automations, state)
-            if filling:  # what a tracker held before we watched it: fills windows, fires nothing
-                evaluator.evaluate(EventBatch.from_events(filling), since=_FAR_FUTURE)
-            evaluation = evaluator.evaluate(EventBatch.from_events(events))
-            held_back = [s for s in evaluation.skips if s.held_back]
             report.events = len(events) + len(filling)
-            report.fired = cycle.record(evaluation.firings, held_back)
-            report.held_back = held_back
+            state = self._judge(cycle, filling, events, report)
+            report.quarantined = cycle.quarantined
             cycle.save(state)
         return report
+
+    def _judge(
+        self,
+        cycle: Cycle,
+        filling: list[Event],
+        events: list[Event],
+        report: CycleReport,
+    ) -> EvaluatorState:
+        """Evaluate and record, all at once; if that fails on something an event carries, find
+        the events that make it fail (halving, each part in its own savepoint and from the state
+        before it) and quarantine them, so that they never hold back the events behind them."""
+        state = cycle.state()
+        try:
+            with cycle.attempt():
+                fired, held_back = self._evaluate(cycle, state, filling, fills=True)
+                fired, held_back = self._evaluate(cycle, state, events, fills=False)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            logger.warning("Evaluation failed (%s); finding the events that fail it.", exc)
+        else:
+            report.fired += fired
+            report.held_back += held_back
+            return state
+        state = cycle.state()  # as the cycle found it: the failed attempt may have changed it
+
+        def settle(part: list[Event], fills: bool) -> None:
+            nonlocal state
+            snapshot = state.to_bytes()
+            try:
+                with cycle.attempt():
+                    fired, held_back = self._evaluate(cycle, state, part, fills=fills)
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                state = EvaluatorState.from_bytes(snapshot)
+                if len(part) > 1:
+                    middle = len(part) // 2
+                    settle(part[:middle], fills)
+                    settle(part[middle:], fills)
+                    return
+                error = f"{exc.__class__.__name__}: {exc}"
+                logger.error(
+                    "An event could not be evaluated and is quarantined (%s); "
+                    "`ml-automations quarantine FILE` lists it.",
+                    error,
+                )
+                cycle.quarantine(part[0], error)
+                return
+            report.fired += fired
+            report.held_back += held_back
+
+        if filling:
+            settle(filling, True)
+        if events:
+            settle(events, False)
+        return state
+
+    def _evaluate(
+        self, cycle: Cycle, state: EvaluatorState, events: list[Event], *, fills: bool
+    ) -> tuple[list[Firing], list[Skip]]:
+        """Evaluate events against `state` and record the firings; `fills`: what a tracker held
+        before we watched it, which fills windows and fires nothing."""
+        if not events:
+            return [], []
+        evaluator = Evaluator(self.config.automations, state)
+        batch = EventBatch.from_events(events)
+        if fills:
+            evaluator.evaluate(batch, since=_FAR_FUTURE)
+            return [], []
+        evaluation = evaluator.evaluate(batch)
+        held_back = [s for s in evaluation.skips if s.held_back]
+        return cycle.record(evaluation.firings, held_back), held_back
 
     def evaluate(self, *, limit: int = 100_000, now: datetime | None = None) -> CycleReport:
         """Steps 1 and 2: poll every source, then commit."""
@@ -264,18 +389,49 @@ class Sensor:
         run: Callable[[Firing, int], Awaitable[Delivery]] | None = None,
     ) -> list[Delivery]:
         """Step 3: carry out the actions of the firings that are due, `concurrency` at a time;
-        each with `run` (default `deliver_one`; the flow runs each as a task run)."""
+        each with `run` (default `deliver_one`; the flow runs each as a task run).
+
+        The firings are claimed a batch at a time, and the lease of every firing this sensor
+        holds — running, or waiting for its turn — is renewed every `LEASE / 4` until it is
+        settled: no other sensor takes over a firing this one is delivering, and a sensor that
+        dies lets go of its firings within `LEASE`."""
         gate = asyncio.Semaphore(concurrency)
         run = run or self.deliver_one
 
-        async def one(firing: Firing, attempt: int) -> Delivery:
-            async with gate:
-                return await run(firing, attempt)
+        async def one(leases: _Leases, firing: Firing, attempt: int) -> Delivery:
+            try:
+                async with gate:
+                    return await self._within_deadline(firing, attempt, run)
+            finally:
+                leases.release(firing.firing_id)
 
         deliveries: list[Delivery] = []
-        while claimed := await asyncio.to_thread(self.claim_due, now):
-            deliveries += await asyncio.gather(*(one(f, a) for f, a in claimed))
+        async with _Leases(self.store) as leases:
+            while claimed := await asyncio.to_thread(self.claim_due, now):
+                leases.hold(claimed)
+                deliveries += await asyncio.gather(*(one(leases, f, a) for f, a in claimed))
         return deliveries
+
+    async def _within_deadline(
+        self, firing: Firing, attempt: int, run: Callable[[Firing, int], Awaitable[Delivery]]
+    ) -> Delivery:
+        """Run a claimed firing's action; give up on it (failed, tried again later) after
+        `ACTION_DEADLINE`, so a hung call does not hold its firing, renewed, for ever."""
+        automation = self.automations.get(firing.automation)
+        # Each action keeps to its own `max_duration`; this is the backstop, with room for a
+        # task run's own start.
+        deadline = (
+            automation.action.max_duration + 30.0
+            if automation is not None
+            else ACTION_DEADLINE.total_seconds()
+        )
+        try:
+            return await asyncio.wait_for(
+                run(firing, attempt), min(deadline, ACTION_DEADLINE.total_seconds())
+            )
+        except TimeoutError:
+            error = f"the action did not finish within {deadline:.0f} s and was abandoned"
+            return await self._failed(firing, attempt, error, retryable=True)
 
     async def deliver_one(self, firing: Firing, attempt: int) -> Delivery:
         """Run one claimed firing's action and settle it in the store."""
@@ -289,28 +445,35 @@ class Sensor:
                 )
             result = await automation.action.deliver(firing)
         except ActionError as exc:
-            again = exc.retryable and attempt < MAX_ATTEMPTS
-            retry_at = utcnow() + BACKOFF[min(attempt, len(BACKOFF)) - 1] if again else None
-            await asyncio.to_thread(self.store.fail, firing.firing_id, str(exc), retry_at=retry_at)
-            return Delivery(
-                firing,
-                "pending" if again else "failed",
-                error=str(exc),
-                attempt=attempt,
-                retry_at=retry_at,
-            )
+            return await self._failed(firing, attempt, str(exc), retryable=exc.retryable)
         except Exception as exc:  # an action's own bug must not stop the sensor; keep the error
-            error = f"{exc.__class__.__name__}: {exc}"
-            await asyncio.to_thread(self.store.fail, firing.firing_id, error, retry_at=None)
-            return Delivery(firing, "failed", error=error, attempt=attempt)
+            error = f"{exc.__class__.__name__}: {scrub(str(exc), limit=500)}"
+            return await self._failed(firing, attempt, error, retryable=False)
         await asyncio.to_thread(self.store.finish, firing.firing_id, result)
         return Delivery(firing, "finished", result=result, attempt=attempt)
+
+    async def _failed(
+        self, firing: Firing, attempt: int, error: str, *, retryable: bool
+    ) -> Delivery:
+        """Settle a failed attempt: back off and try again, or `failed` once retries are spent."""
+        again = retryable and attempt < MAX_ATTEMPTS
+        retry_at = utcnow() + BACKOFF[min(attempt, len(BACKOFF)) - 1] if again else None
+        await asyncio.to_thread(self.store.fail, firing.firing_id, error, retry_at=retry_at)
+        return Delivery(
+            firing,
+            "pending" if again else "failed",
+            error=error,
+            attempt=attempt,
+            retry_at=retry_at,
+        )
 
     # -- all of it ---------------------------------------------------------------------------
 
     async def cycle(self) -> CycleReport:
         """Poll, commit, then deliver what is due (without Prefect task runs)."""
-        report = await asyncio.to_thread(self.evaluate)
+        now = utcnow()
+        polled = await self.poll_within(now)
+        report = await asyncio.to_thread(self.commit, polled, now=now)
         report.deliveries = await self.deliver()
         return report
 
@@ -323,7 +486,81 @@ class Sensor:
         attempt = self.store.claim(firing.firing_id, utcnow(), LEASE)
         if attempt is None:
             return Delivery(firing, "pending", error="another sensor is delivering it right now")
-        return await self.deliver_one(firing, attempt)
+        async with _Leases(self.store) as leases:
+            leases.hold([(firing, attempt)])
+            return await self._within_deadline(firing, attempt, self.deliver_one)
+
+
+class _Leases:
+    """The firings a sensor holds, their leases renewed together every `LEASE / 4`."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.held: dict[str, int] = {}
+        self._renewing: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Leases:
+        self._renewing = asyncio.create_task(self._renew())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._renewing is not None:
+            self._renewing.cancel()
+
+    def hold(self, claimed: Sequence[tuple[Firing, int]]) -> None:
+        self.held.update((f.firing_id, attempt) for f, attempt in claimed)
+
+    def release(self, firing_id: str) -> None:
+        self.held.pop(firing_id, None)
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE.total_seconds() / 4)
+            held = list(self.held.items())
+            if not held:
+                continue
+            try:
+                kept = await asyncio.to_thread(self.store.renew, held, utcnow() + LEASE)
+            except Exception as exc:  # the store is down: the leases may run out; say so
+                logger.warning("Could not renew the leases of %d firing(s): %s", len(held), exc)
+                continue
+            for firing_id, _ in held:
+                if firing_id not in kept and firing_id in self.held:
+                    logger.warning(
+                        "Firing %s: its lease ran out while this sensor held it (the store was "
+                        "unreachable?); another sensor may deliver it too.",
+                        firing_id[:8],
+                    )
+                    self.release(firing_id)
+
+
+def _in_daemon_thread(function: Callable[..., Polled], *args: Any) -> asyncio.Future[Polled]:
+    """`function(*args)` in a daemon thread of its own, as a future of the running loop."""
+    import threading
+
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Polled] = loop.create_future()
+
+    def settle(result: Polled | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        result: Polled | None = None
+        error: BaseException | None = None
+        try:
+            result = function(*args)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop ended meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="ml-automations-poll", daemon=True).start()
+    return future
 
 
 def poll_failure(exc: BaseException) -> str:

@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from prefect_ml_automations.decisions import Firing, FiringStatus, Skip, firing_id
-from prefect_ml_automations.errors import MLAutomationsError, StateError
+from prefect_ml_automations.errors import BadInputError, MLAutomationsError, StateError
 from prefect_ml_automations.evaluator import EvaluatorState
-from prefect_ml_automations.events import Event, event_from_dict
+from prefect_ml_automations.events import Event, describe_problem, event_from_dict
+from prefect_ml_automations.redact import safe_url
 
 metadata = sa.MetaData()
 inbox = sa.Table(
@@ -59,9 +61,30 @@ firings = sa.Table(
     sa.Column("error", sa.Text()),
     sa.Column("result", sa.Text()),
     sa.Column("count", sa.Integer(), nullable=False),
+    #: While a sensor delivers the firing: until when it holds it (renewed as the action runs).
     sa.Column("lease_until", sa.DateTime(timezone=True)),
+    #: A failed attempt's back-off: not tried again before then.
+    sa.Column("retry_at", sa.DateTime(timezone=True)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+sensor_runs = sa.Table(
+    "ml_sensor_runs",
+    metadata,
+    sa.Column("flow_run_id", sa.String(36), primary_key=True),
+    sa.Column("sensor", sa.String(255), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+)
+quarantine = sa.Table(
+    "ml_quarantine",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("origin", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=False),
 )
 source_cursors = sa.Table(
     "ml_source_cursors",
@@ -84,6 +107,28 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """An accepted event that evaluation could not take, kept aside with its error."""
+
+    id: int
+    received_at: datetime
+    quarantined_at: datetime
+    origin: str
+    body: str
+    error: str
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "received_at": self.received_at.isoformat(),
+            "quarantined_at": self.quarantined_at.isoformat(),
+            "origin": self.origin,
+            "error": self.error,
+            "event": self.body,
+        }
 
 
 @dataclass(frozen=True)
@@ -137,8 +182,7 @@ class StateStore:
             self._migrate()
         except SQLAlchemyError as exc:
             raise StateError(
-                f"The state store {_safe_url(url)!r} can not be opened ({exc.__class__.__name__}: "
-                f"{str(exc).splitlines()[0]}); check the URL and that the database is reachable."
+                f"The state store {safe_url(url)!r} can not be opened: {store_problem(exc)}"
             ) from exc
 
     def _migrate(self) -> None:
@@ -217,10 +261,56 @@ class StateStore:
         return len(events)
 
     def inbox_size(self) -> int:
+        return self.counts()["inbox"]
+
+    def counts(self) -> dict[str, int]:
+        """Events waiting in the inbox, and events in quarantine."""
         with self.engine.connect() as connection:
-            return int(
-                connection.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one()
-            )
+            return {
+                table.name.removeprefix("ml_"): int(
+                    connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                )
+                for table in (inbox, quarantine)
+            }
+
+    # -- quarantine -----------------------------------------------------------------------------
+
+    def quarantined(self, limit: int | None = None) -> list[Quarantined]:
+        """The quarantined events, oldest first."""
+        query = sa.select(quarantine).order_by(quarantine.c.id).limit(limit)
+        with self.engine.connect() as connection:
+            return [
+                Quarantined(
+                    id=row.id,
+                    received_at=_aware(row.received_at),  # type: ignore[arg-type]
+                    quarantined_at=_aware(row.quarantined_at),  # type: ignore[arg-type]
+                    origin=row.origin,
+                    body=row.body,
+                    error=row.error,
+                )
+                for row in connection.execute(query)
+            ]
+
+    def redrive(self, ids: Sequence[int] | None = None) -> int:
+        """Put quarantined events (these ids, or all) back into the inbox, for a sensor that
+        can now take them; returns how many. One that still fails is quarantined again."""
+        with self.engine.begin() as connection:
+            query = sa.select(quarantine).order_by(quarantine.c.id)
+            if ids is not None:
+                query = query.where(quarantine.c.id.in_(list(ids)))
+            rows = connection.execute(query).all()
+            if rows:
+                connection.execute(
+                    inbox.insert(),
+                    [
+                        {"received_at": r.received_at, "origin": r.origin, "body": r.body}
+                        for r in rows
+                    ],
+                )
+                connection.execute(
+                    quarantine.delete().where(quarantine.c.id.in_([r.id for r in rows]))
+                )
+        return len(rows)
 
     def has_inbox(self) -> bool:
         with self.engine.connect() as connection:
@@ -232,6 +322,42 @@ class StateStore:
         committed (`Cycle.cursor`)."""
         with self.engine.connect() as connection:
             return {source: read_cursor(connection, source) for source in sources}
+
+    # -- sensor flow runs -------------------------------------------------------------------------
+
+    def beat(self, flow_run_id: str, sensor: str, now: datetime) -> None:
+        """A sensor flow run is alive (first call: it started)."""
+        statement = _insert_for(self.engine)(sensor_runs).values(
+            flow_run_id=flow_run_id, sensor=sensor, started_at=now, heartbeat_at=now
+        )
+        with self.engine.begin() as connection:
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["flow_run_id"], set_={"heartbeat_at": now}
+                )
+            )
+
+    def stopped(self, flow_run_id: str) -> None:
+        """A sensor flow run ended (however it ended, it is not left for dead)."""
+        with self.engine.begin() as connection:
+            connection.execute(sensor_runs.delete().where(sensor_runs.c.flow_run_id == flow_run_id))
+
+    def silent_runs(self, since: datetime) -> list[tuple[str, datetime]]:
+        """Sensor flow runs with no heartbeat since then: their process died. Each is returned
+        once (and forgotten), with its last heartbeat."""
+        with self.engine.begin() as connection:
+            rows = connection.execute(
+                sa.select(sensor_runs.c.flow_run_id, sensor_runs.c.heartbeat_at)
+                .where(sensor_runs.c.heartbeat_at < since)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if rows:
+                connection.execute(
+                    sensor_runs.delete().where(
+                        sensor_runs.c.flow_run_id.in_([r.flow_run_id for r in rows])
+                    )
+                )
+        return [(r.flow_run_id, _aware(r.heartbeat_at)) for r in rows]  # type: ignore[misc]
 
     # -- a sensor cycle -------------------------------------------------------------------------
 
@@ -248,11 +374,11 @@ class StateStore:
     # -- firings --------------------------------------------------------------------------------
 
     def due(self, now: datetime, limit: int = 100) -> list[Firing]:
-        """Pending firings whose action may run now (not leased, or the lease ran out)."""
+        """Pending firings whose action may run now: not leased (or the lease ran out), and
+        past their back-off."""
         query = (
             sa.select(firings.c.record)
-            .where(firings.c.status == "pending")
-            .where(sa.or_(firings.c.lease_until.is_(None), firings.c.lease_until <= now))
+            .where(_due(now))
             .order_by(firings.c.created_at, firings.c.firing_id)
             .limit(limit)
         )
@@ -272,20 +398,41 @@ class StateStore:
                 rows = connection.execute(
                     firings.update()
                     .where(firings.c.firing_id.in_(chunk))
-                    .where(firings.c.status == "pending")
-                    .where(sa.or_(firings.c.lease_until.is_(None), firings.c.lease_until <= now))
+                    .where(_due(now))
                     .values(
-                        lease_until=now + lease, attempts=firings.c.attempts + 1, updated_at=now
+                        lease_until=now + lease,
+                        retry_at=None,
+                        attempts=firings.c.attempts + 1,
+                        updated_at=now,
                     )
                     .returning(firings.c.firing_id, firings.c.attempts)
                 )
                 claimed.update({row.firing_id: row.attempts for row in rows})
         return claimed
 
+    def renew(self, held: Sequence[tuple[str, int]], until: datetime) -> set[str]:
+        """Extend the leases of firings whose actions are running or waiting their turn, each
+        named with the attempt it was claimed for; returns those still held by that attempt."""
+        kept: set[str] = set()
+        with self.engine.begin() as connection:
+            for chunk in _chunks(list(held), 500):
+                rows = connection.execute(
+                    firings.update()
+                    .where(sa.tuple_(firings.c.firing_id, firings.c.attempts).in_(chunk))
+                    .where(firings.c.status == "pending")
+                    .where(firings.c.retry_at.is_(None))
+                    .values(lease_until=until)
+                    .returning(firings.c.firing_id)
+                )
+                kept.update(row.firing_id for row in rows)
+        return kept
+
     def finish(self, firing_id: str, result: dict[str, Any] | None) -> None:
         """The action succeeded; `result` (flow_run_id, http_status, …) joins the record."""
         stored = json.dumps(result) if result else None
-        self._settle(firing_id, status="finished", result=stored, error=None, lease_until=None)
+        self._settle(
+            firing_id, status="finished", result=stored, error=None, lease_until=None, retry_at=None
+        )
 
     def fail(self, firing_id: str, error: str, *, retry_at: datetime | None) -> None:
         """The action failed: try again at `retry_at`, or for good when it is None."""
@@ -293,7 +440,8 @@ class StateStore:
             firing_id,
             status="pending" if retry_at is not None else "failed",
             error=error,
-            lease_until=retry_at,
+            lease_until=None,
+            retry_at=retry_at,
         )
 
     def _settle(self, firing_id: str, **values: Any) -> None:
@@ -305,26 +453,38 @@ class StateStore:
             )
 
     def reset(self, firing_id: str) -> Firing:
-        """Make a failed firing pending again (for `retry`)."""
+        """Make a failed (or back-off-waiting) firing pending and due now (for `retry`).
+
+        Refused while a sensor holds the firing's lease: its action is running right now, and a
+        second delivery beside it is what the lease is there to prevent."""
+        now = utcnow()
         with self.engine.begin() as connection:
             row = connection.execute(
-                sa.select(firings.c.record, firings.c.status).where(
-                    firings.c.firing_id == firing_id
-                )
+                sa.select(firings.c.record, firings.c.status, firings.c.lease_until)
+                .where(firings.c.firing_id == firing_id)
+                .with_for_update()
             ).first()
             if row is None:
-                raise MLAutomationsError(
+                raise BadInputError(
                     f"No firing has the id {firing_id!r}; "
                     "`ml-automations history FILE --json` lists them."
                 )
             if row.status not in ("failed", "pending"):
-                raise MLAutomationsError(
+                raise BadInputError(
                     f"Firing {firing_id!r} is {row.status}, not failed: there is nothing to retry."
+                )
+            lease = _aware(row.lease_until)
+            if row.status == "pending" and lease is not None and lease > now:
+                raise MLAutomationsError(
+                    f"Firing {firing_id!r} is being delivered by a sensor right now (its lease "
+                    f"runs until {lease:%H:%M:%S} UTC); see `ml-automations history` afterwards."
                 )
             connection.execute(
                 firings.update()
                 .where(firings.c.firing_id == firing_id)
-                .values(status="pending", lease_until=None, attempts=0, updated_at=utcnow())
+                .values(
+                    status="pending", lease_until=None, retry_at=None, attempts=0, updated_at=now
+                )
             )
         return Firing.from_stored(row.record)
 
@@ -374,19 +534,64 @@ class Cycle:
         self.row = connection.execute(
             sa.select(sensor_state).where(sensor_state.c.name == name).with_for_update()
         ).one()
+        #: Where each event taken from the inbox came from (for the quarantine).
+        self.origins: dict[int, tuple[str, datetime]] = {}
+        self.quarantined = 0
 
     def state(self) -> EvaluatorState:
         data = self.row.data
         return EvaluatorState() if data is None else EvaluatorState.from_bytes(bytes(data))
 
     def take_inbox(self, limit: int = 100_000) -> list[Event]:
-        """The oldest inbox events (at most `limit`), removed from the inbox with this cycle."""
+        """The oldest inbox events (at most `limit`), removed from the inbox with this cycle.
+
+        A stored event that no longer reads as one (stored by an older version that let it in)
+        goes to the quarantine with the reason, instead of failing every cycle."""
         rows = self.connection.execute(
-            sa.select(inbox.c.id, inbox.c.body).order_by(inbox.c.id).limit(limit)
+            sa.select(inbox.c.id, inbox.c.received_at, inbox.c.origin, inbox.c.body)
+            .order_by(inbox.c.id)
+            .limit(limit)
         ).all()
-        if rows:
-            self.connection.execute(inbox.delete().where(inbox.c.id.in_([r.id for r in rows])))
-        return [event_from_dict(json.loads(r.body)) for r in rows]
+        if not rows:
+            return []
+        self.connection.execute(inbox.delete().where(inbox.c.id.in_([r.id for r in rows])))
+        events: list[Event] = []
+        for row in rows:
+            try:
+                event = event_from_dict(json.loads(row.body))
+            except (ValueError, ValidationError) as exc:  # (ValidationError is a ValueError)
+                reason = describe_problem(exc) if isinstance(exc, ValidationError) else str(exc)
+                self._quarantine(
+                    row.origin, row.body, f"not a valid event: {reason}", row.received_at
+                )
+                continue
+            self.origins[id(event)] = (row.origin, row.received_at)
+            events.append(event)
+        return events
+
+    def quarantine(self, event: Event, error: str) -> None:
+        """Move an event this cycle could not evaluate aside, with its error."""
+        origin, received_at = self.origins.get(id(event), ("poll", utcnow()))
+        body = event.model_dump_json(exclude_none=True, by_alias=True)
+        self._quarantine(origin, body, error, received_at)
+
+    def _quarantine(self, origin: str, body: str, error: str, received_at: datetime) -> None:
+        self.connection.execute(
+            quarantine.insert().values(
+                received_at=received_at,
+                quarantined_at=utcnow(),
+                origin=origin,
+                body=body,
+                error=error[:2000],
+            )
+        )
+        self.quarantined += 1
+
+    @contextmanager
+    def attempt(self) -> Iterator[None]:
+        """A part of the cycle that is undone alone if it raises (a savepoint)."""
+        with self.connection.begin_nested():
+            yield
 
     def record(self, new: Sequence[Firing], skips: Sequence[Skip] = ()) -> list[Firing]:
         """Record firings as pending (a firing already recorded stays as it is) and held-back
@@ -464,6 +669,59 @@ class Cycle:
         )
 
 
+def _due(now: datetime) -> Any:
+    """Pending, not leased (or the lease ran out), past its back-off."""
+    return sa.and_(
+        firings.c.status == "pending",
+        sa.or_(firings.c.lease_until.is_(None), firings.c.lease_until <= now),
+        sa.or_(firings.c.retry_at.is_(None), firings.c.retry_at <= now),
+    )
+
+
+def is_outage(exc: BaseException) -> bool:
+    """An error of the store itself (unreachable, locked, full, read-only), or of the machine —
+    not of the data a cycle handled: nothing to quarantine, the cycle is tried again later."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc,
+        sa.exc.OperationalError
+        | sa.exc.InterfaceError
+        | sa.exc.DisconnectionError
+        | sa.exc.TimeoutError
+        | sa.exc.ResourceClosedError
+        | StateError
+        | MemoryError
+        | OSError,
+    )
+
+
+def store_problem(exc: BaseException) -> str:
+    """What is wrong with the store, in words a person can act on (never its password)."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first = text[0] if text else exc.__class__.__name__
+    lowered = first.lower()
+    if "locked" in lowered or "lock timeout" in lowered:
+        return (
+            f"the database is locked by another process ({first}); wait for it, or stop the "
+            "process that holds it"
+        )
+    if ("disk" in lowered and "full" in lowered) or "no space" in lowered:
+        return f"the disk is full ({first}); free space where the store lives"
+    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+        return (
+            f"the store is read-only ({first}); make the file and its folder writable by this user"
+        )
+    if "connection refused" in lowered or "could not connect" in lowered:
+        return (
+            f"nothing answers at that address ({first}); check that the database server is "
+            "running and the host and port are right"
+        )
+    if "unable to open" in lowered or "no such file" in lowered:
+        return f"the file can not be opened ({first}); check that its folder exists"
+    return f"{exc.__class__.__name__}: {first}; check the URL and that the database is reachable"
+
+
 def read_cursor(connection: Connection, source: str) -> dict[str, Any] | None:
     value = connection.execute(
         sa.select(source_cursors.c.value)
@@ -492,7 +750,11 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def _insert(connection: Connection) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT DO NOTHING."""
-    if connection.dialect.name == "postgresql":
+    return _insert_for(connection)
+
+
+def _insert_for(bind: Connection | Engine) -> Any:
+    if bind.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         return pg_insert
@@ -521,11 +783,3 @@ def _engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return sa.create_engine(url, pool_pre_ping=True)
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # a malformed URL: show only what follows the credentials
-        return url.split("@")[-1]

@@ -124,12 +124,12 @@ def test_since_skips_earlier_triggers(capsys: pytest.CaptureFixture[str]) -> Non
         ),
         (
             ["evaluate", "CONFIG", "missing.jsonl"],
-            "error: missing.jsonl has 1 malformed event; nothing was evaluated:\n"
+            "error: missing.jsonl has 1 malformed event; none of its events was used:\n"
             "  - can not read the file (No such file or directory)\n",
         ),
         (
             ["serve", "CONFIG", "--interval", "0"],
-            "error: --interval must be a positive number of seconds, not 0.0.\n",
+            "error: --interval must be a positive, finite number of seconds, not 0.0.\n",
         ),
         (
             ["validate", "missing.yaml"],

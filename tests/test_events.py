@@ -168,4 +168,6 @@ def test_every_malformed_line_is_reported_up_to_twenty(tmp_path: Path) -> None:
     assert len(problems) == 21
     assert problems[19].startswith(f"{path}:20: ")
     assert problems[20] == "… and 5 more malformed lines"
-    assert str(caught.value).startswith(f"{path} has 21 malformed events; nothing was evaluated:")
+    assert str(caught.value).startswith(
+        f"{path} has 21 malformed events; none of its events was used:"
+    )

@@ -81,7 +81,7 @@ def test_events_are_stored_before_the_answer_and_the_sensor_is_woken(
             TOKEN,
             '{"type": "RUN_STATE"}\nnot json',
             400,
-            {"error": "Line 2 of the body is not valid JSON (Expecting value)."},
+            {"error": "Line 2 of the body is not valid JSON (expected ident at line 1 column 2)."},
         ),
         (
             TOKEN,
@@ -129,7 +129,7 @@ def test_bad_requests_get_a_clear_4xx_and_store_nothing(
 
 
 def test_health_needs_no_token(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok", "inbox": 0}
+    assert client.get("/health").json() == {"status": "ok", "inbox": 0, "quarantine": 0}
 
 
 def test_without_a_token_the_receiver_refuses_to_start_unless_insecure(store: StateStore) -> None:

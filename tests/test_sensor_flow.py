@@ -214,7 +214,7 @@ def test_a_burst_of_firings_is_delivered_side_by_side_up_to_the_bound(tmp_path: 
         nonlocal in_flight, most
         in_flight += 1
         most = max(most, in_flight)
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # long enough for all sixteen to be in flight on a busy machine
         in_flight -= 1
         return httpx.Response(200)
 

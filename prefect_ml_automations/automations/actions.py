@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import Field, JsonValue, SecretStr, field_validator
 
-from prefect_ml_automations.automations._types import StrictModel
+from prefect_ml_automations.automations._types import StrictModel, shown
 from prefect_ml_automations.errors import ActionError
 from prefect_ml_automations.redact import safe_url, scrub
 
@@ -83,7 +83,7 @@ class RunDeployment(Action):
     def _flow_slash_deployment(cls, value: str) -> str:
         if not _DEPLOYMENT.match(value):
             raise ValueError(
-                f"{value!r} is not a deployment name; write it as 'flow-name/deployment-name' "
+                f"{shown(value)} is not a deployment name; write it as 'flow-name/deployment-name' "
                 "(see `prefect deployment ls`)"
             )
         return value
@@ -166,7 +166,7 @@ class Webhook(Action):
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError(f"{value!r} is not an http(s) URL; write it as https://host/path")
+            raise ValueError(f"{shown(value)} is not an http(s) URL; write it as https://host/path")
         return value
 
     @property
@@ -406,8 +406,9 @@ class Notification(Action):
     def _slug_slash_name(cls, value: str) -> str:
         if not _DEPLOYMENT.match(value):
             raise ValueError(
-                f"{value!r} is not a block reference; write it as 'block-type-slug/block-name', "
-                "for example 'slack-webhook/team-alerts' (see `prefect block ls`)"
+                f"{shown(value)} is not a block reference; write it as "
+                "'block-type-slug/block-name', for example 'slack-webhook/team-alerts' "
+                "(see `prefect block ls`)"
             )
         return value
 

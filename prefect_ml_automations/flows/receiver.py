@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 
 from prefect_ml_automations.config import AutomationsConfig
-from prefect_ml_automations.runner import wake_event
+from prefect_ml_automations.runner import service_status, wake_event
 from prefect_ml_automations.store import StateStore
 
 
@@ -26,7 +26,13 @@ def serve_receiver(
     from prefect_ml_automations.receiver import create_app
 
     store = StateStore(config.store)
-    app = create_app(config, store, wake=lambda: wake_event("default").set(), insecure=insecure)
+    app = create_app(
+        config,
+        store,
+        wake=lambda: wake_event("default").set(),
+        insecure=insecure,
+        status=(lambda: service_status("default").to_dict()) if with_sensor else None,
+    )
     if with_sensor:
         from prefect_ml_automations.flows.sensor import sensor_service
 

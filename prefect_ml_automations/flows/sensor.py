@@ -12,6 +12,9 @@ table artifact (`ml-automations-sensor`) and, when something fired, a report wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -34,7 +37,7 @@ from prefect_ml_automations.sensor import (
     summary,
 )
 from prefect_ml_automations.sources import Poll
-from prefect_ml_automations.store import utcnow
+from prefect_ml_automations.store import StateStore, utcnow
 from prefect_ml_automations.tasks.deployments import sharing_one_client
 from prefect_ml_automations.tasks.sensor import (
     DeliveryFailed,
@@ -63,7 +66,8 @@ async def sensor_cycle(config_file: str | None = None, sensor: str = "default") 
     for problem in problems:
         logger.error(problem)
     worker = Sensor(config, name=sensor)
-    report = await run_cycle(worker, block_ids)
+    async with heartbeats(worker.store, sensor):
+        report = await run_cycle(worker, block_ids)
     report.config_problems = problems
     if not report.idle:
         await publish_cycle(quote(report), sensor)  # type: ignore[call-overload]
@@ -178,9 +182,72 @@ async def sensor_service(
     config, problems, block_ids = await _config(config_file)
     for problem in problems:
         get_run_logger().error(problem)
-    await sensor_loop(
-        Sensor(config, name=sensor), interval=interval, wake=wake_event(sensor), block_ids=block_ids
-    )
+    worker = Sensor(config, name=sensor)
+    async with heartbeats(worker.store, sensor):
+        await sensor_loop(worker, interval=interval, wake=wake_event(sensor), block_ids=block_ids)
+
+
+#: How often a sensor flow run says it is alive, and after how long without that it is dead.
+HEARTBEAT = timedelta(seconds=20)
+SILENT_AFTER = timedelta(seconds=90)
+
+
+@contextlib.asynccontextmanager
+async def heartbeats(store: StateStore, sensor: str) -> AsyncIterator[None]:
+    """While a sensor flow run works, its heartbeat in the store; when it starts, the sensor
+    flow runs whose heartbeat stopped (their process was killed) are marked Crashed in Prefect
+    instead of staying Running for ever. None of this stops the sensor when it fails."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        yield
+        return
+    run_id = str(context.flow_run.id)
+    logger = get_run_logger()
+
+    async def beat() -> None:
+        while True:
+            try:
+                await asyncio.to_thread(store.beat, run_id, sensor, utcnow())
+            except Exception as exc:  # the store is down: the cycle says so, louder
+                logger.debug("Heartbeat not written: %s", exc)
+            await asyncio.sleep(HEARTBEAT.total_seconds())
+
+    beating = asyncio.create_task(beat())
+    try:
+        await _crash_silent_runs(store, logger)
+    except Exception as exc:
+        logger.warning("Could not look for killed sensor flow runs: %s", exc)
+    try:
+        yield
+    finally:
+        beating.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(store.stopped, run_id)
+
+
+async def _crash_silent_runs(store: StateStore, logger: Any) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    silent = await asyncio.to_thread(store.silent_runs, utcnow() - SILENT_AFTER)
+    if not silent:
+        return
+    async with get_client() as client:
+        for flow_run_id, last in silent:
+            try:
+                flow_run = await client.read_flow_run(UUID(flow_run_id))
+            except Exception:  # deleted meanwhile: nothing to mark
+                continue
+            if flow_run.state is None or flow_run.state.is_final():
+                continue
+            message = (
+                f"Its sensor stopped without ending the run (no heartbeat since {last:%H:%M:%S} "
+                "UTC: the process was killed); marked crashed by the next sensor run."
+            )
+            await client.set_flow_run_state(UUID(flow_run_id), Crashed(message=message), force=True)
+            logger.warning("Sensor flow run %s (%s) %s", flow_run.name, flow_run_id, message)
 
 
 def sensor_deployment(config_file: Path | None, *, interval: float, name: str = "sensor") -> Any:

@@ -1,7 +1,8 @@
 """Sources: trackers the sensor polls, each turning what changed into normalized events.
 
-A source is polled inside the sensor's cycle transaction with the cursor it left last time, so
-its cursor advances exactly when the events it found are evaluated and recorded. A source with
+A source is polled outside the store's lock, from the cursor it left last time; the cycle's
+transaction keeps the poll only if that cursor is still the stored one, so the cursor advances
+exactly when the events it found are evaluated and recorded. A source with
 no cursor starts watching *now*: what the tracker already holds is read only to fill windows and
 baselines (`Poll.filling`), never to fire (SPEC §3.10).
 """
