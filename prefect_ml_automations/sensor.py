@@ -30,7 +30,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect_ml_automations.config import AutomationsConfig
 from prefect_ml_automations.decisions import Firing, Skip
@@ -42,6 +42,7 @@ from prefect_ml_automations.sources import Poll, Source
 from prefect_ml_automations.store import Cycle, StateStore, is_outage, utcnow
 
 logger = logging.getLogger("prefect_ml_automations")
+T = TypeVar("T")
 
 #: Attempts of a firing's action before it stays `failed`.
 MAX_ATTEMPTS = 3
@@ -247,7 +248,7 @@ class Sensor:
                     error="its previous poll has not answered yet; it is not asked again until "
                     "that one ends.",
                 )
-            future = _in_daemon_thread(self.poll, source, cursor, now)
+            future = in_daemon_thread(self.poll, source, cursor, now)
             self._polling[source.name] = future
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -534,14 +535,16 @@ class _Leases:
                     self.release(firing_id)
 
 
-def _in_daemon_thread(function: Callable[..., Polled], *args: Any) -> asyncio.Future[Polled]:
-    """`function(*args)` in a daemon thread of its own, as a future of the running loop."""
+def in_daemon_thread(function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """`function(*args)` in a daemon thread of its own, as a future of the running loop — for
+    calls that may hang for ever (a tracker that never answers): unlike `asyncio.to_thread`,
+    such a thread neither holds a worker of the loop's pool nor keeps the process from ending."""
     import threading
 
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[Polled] = loop.create_future()
+    future: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: Polled | None, error: BaseException | None) -> None:
+    def settle(result: T | None, error: BaseException | None) -> None:
         if future.done():
             return
         if error is not None:
@@ -550,7 +553,7 @@ def _in_daemon_thread(function: Callable[..., Polled], *args: Any) -> asyncio.Fu
             future.set_result(result)  # type: ignore[arg-type]
 
     def work() -> None:
-        result: Polled | None = None
+        result: T | None = None
         error: BaseException | None = None
         try:
             result = function(*args)

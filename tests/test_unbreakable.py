@@ -173,6 +173,45 @@ def test_bodies_that_used_to_crash_the_receiver_get_an_answer(
             assert error in response.json()["error"]
 
 
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+raw_bodies = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=200).map(str.encode),
+    st.integers(min_value=1, max_value=400).map(lambda d: nested(d).encode()),
+    st.builds(
+        lambda digits, key: f'{{"{key}": {"9" * digits}}}'.encode(),
+        st.integers(min_value=300, max_value=6000),
+        st.sampled_from(["value", "step", "version", "event_type", "entity"]),
+    ),
+    st.builds(
+        lambda d, key: json.dumps({key: json.loads(nested(d))}).encode(),
+        st.integers(min_value=1, max_value=150),
+        st.sampled_from(["event_type", "entity", "data", "value"]),
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=raw_bodies, path=st.sampled_from(["/events", "/wandb", "/mlflow"]))
+def test_any_body_at_any_door_gets_a_clear_answer_and_stores_only_what_it_says(
+    tmp_path_factory: pytest.TempPathFactory, body: bytes, path: str
+) -> None:
+    store = StateStore(f"sqlite:///{tmp_path_factory.mktemp('door')}/store.db")
+    client = TestClient(create_app(config(store.url), store), raise_server_exceptions=False)
+    response = client.post(path, content=body, headers=TOKEN)
+    assert response.status_code < 500, response.text
+    answer = response.json()
+    if response.status_code == 202:
+        assert store.counts()["inbox"] == answer["accepted"]
+    else:
+        assert answer["error"]
+        assert store.counts()["inbox"] == 0
+    store.close()
+
+
 # -- 1. ... and the quarantine behind it --------------------------------------------------------
 
 

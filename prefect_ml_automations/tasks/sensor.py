@@ -27,7 +27,15 @@ from prefect_ml_automations.automations.actions import (
 )
 from prefect_ml_automations.decisions import Firing
 from prefect_ml_automations.errors import ActionError, SourceUnavailable
-from prefect_ml_automations.sensor import CycleReport, Delivery, Polled, Sensor, summary
+from prefect_ml_automations.sensor import (
+    POLL_TIMEOUT,
+    CycleReport,
+    Delivery,
+    Polled,
+    Sensor,
+    in_daemon_thread,
+    summary,
+)
 from prefect_ml_automations.sources import Poll, Source
 
 logger = logging.getLogger("prefect_ml_automations")
@@ -38,8 +46,10 @@ REPORT_KEY = "ml-automations-report"
 
 
 def _transient(_task: Any, _task_run: Any, state: Any) -> bool:
-    """Retry a poll only when the tracker could not be reached or was busy."""
-    return isinstance(state.data, (SourceUnavailable, OSError))
+    """Retry a poll only when the tracker could not be reached or was busy — not when it hung
+    (the poll's time is up; the next cycle asks again)."""
+    error = state.data
+    return isinstance(error, (SourceUnavailable, OSError)) and not isinstance(error, TimeoutError)
 
 
 @task(
@@ -48,11 +58,14 @@ def _transient(_task: Any, _task_run: Any, state: Any) -> bool:
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=_transient,
+    timeout_seconds=POLL_TIMEOUT.total_seconds(),
     cache_policy=NO_CACHE,
 )
 async def poll_source(source: Source, cursor: dict[str, Any] | None, now: datetime) -> Poll:
-    """What `source` found since `cursor` (outside the store's lock)."""
-    return await asyncio.to_thread(source.poll, cursor, now)
+    """What `source` found since `cursor` (outside the store's lock). A tracker that hangs
+    fails the task after `POLL_TIMEOUT`; its poll is left in a daemon thread, which does not
+    keep the flow run's process alive."""
+    return await in_daemon_thread(source.poll, cursor, now)
 
 
 @task(name="commit", task_run_name="commit {sensor.name}", cache_policy=NO_CACHE)
