@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     JsonValue,
     StrictInt,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -62,36 +63,16 @@ def _utc(value: datetime, info: ValidationInfo) -> datetime:
     return utc
 
 
-def _bounded(value: int, info: ValidationInfo) -> int:
-    if abs(value) > LARGEST_INT:
-        raise ValueError(
-            f"field {info.field_name!r}: {value} is too large; it must lie within ±{LARGEST_INT} "
-            "(2^53 − 1, what a JSON number carries exactly)"
-        )
-    return value
-
-
-def _name(value: str, info: ValidationInfo) -> str:
-    if "\x00" in value:
-        raise ValueError(
-            f"field {info.field_name!r} contains a NUL character (\\u0000), which no store can "
-            "keep in a name; remove it"
-        )
-    if len(value) > MAX_NAME:
-        raise ValueError(
-            f"field {info.field_name!r} is {len(value)} characters long; names are at most "
-            f"{MAX_NAME}"
-        )
-    return value
-
-
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
 """An ISO 8601 time between 1900 and 2200; a naive time is read as UTC."""
-Name = Annotated[str, Field(min_length=1), AfterValidator(_name)]
+# Checked by pydantic-core itself (no Python call per field: a dry run reads millions of events);
+# `describe_problem` turns its errors into sentences.
+_NO_NUL = r"^[^\x00]*$"
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, pattern=_NO_NUL)]
 """A non-empty name with no NUL character, at most `MAX_NAME` characters."""
-OptionalName = Annotated[str, AfterValidator(_name)] | None
-Step = Annotated[StrictInt, AfterValidator(_bounded)]
-Version = Annotated[StrictInt, Field(ge=0), AfterValidator(_bounded)]
+OptionalName = Annotated[str, StringConstraints(max_length=MAX_NAME, pattern=_NO_NUL)] | None
+Step = Annotated[StrictInt, Field(ge=-LARGEST_INT, le=LARGEST_INT)]
+Version = Annotated[StrictInt, Field(ge=0, le=LARGEST_INT)]
 
 SYSTEM_METRIC_PREFIXES = ("system.", "system/")
 
@@ -287,6 +268,21 @@ def describe_problem(exc: ValidationError) -> str:
         return f"field {field!r} is not a known field of this event type (a typo?)"
     if kind == "value_error":
         return error["msg"].removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch":
+        return (
+            f"field {field!r} contains a NUL character (\\u0000), which no store can keep in a "
+            "name; remove it"
+        )
+    if kind == "string_too_long":
+        return (
+            f"field {field!r} is {len(error['input'])} characters long; names are at most "
+            f"{MAX_NAME}"
+        )
+    if kind == "less_than_equal" or (kind == "greater_than_equal" and ctx.get("ge") != 0):
+        return (
+            f"field {field!r}: {error['input']} is too large; it must lie within "
+            f"±{LARGEST_INT} (2^53 − 1, what a JSON number carries exactly)"
+        )
     if field in {"timestamp", "run_created_at"}:
         return (
             f"field {field!r} must be an ISO 8601 time such as 2026-01-01T10:00:00Z "
