@@ -80,6 +80,24 @@ def ramp() -> list[dict[str, Any]]:
     return [metric("r1", step, round(0.1 * (step + 1), 10), step) for step in range(10)]
 
 
+def firing_events(api: str, firing_id: str, *, at_least: int = 1) -> list[dict[str, Any]]:
+    """The events about a firing the Prefect API holds (they are stored a few seconds after
+    they are taken), once there are `at_least` of them (or 30 s have passed)."""
+    import time
+
+    import httpx
+
+    where = {"resource": {"id": [f"ml-automations.firing.{firing_id}"]}}
+    deadline = time.monotonic() + 30
+    while True:
+        answer = httpx.post(f"{api}/events/filter", json={"filter": where, "limit": 50})
+        answer.raise_for_status()
+        found: list[dict[str, Any]] = answer.json()["events"]
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
 # -- the runtime: a real Prefect API, real stores ---------------------------------------------
 
 

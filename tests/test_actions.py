@@ -33,7 +33,7 @@ from prefect_ml_automations.errors import ActionError
 from prefect_ml_automations.sensor import Delivery, Sensor
 from prefect_ml_automations.store import utcnow
 
-from .conftest import events, flow_runs, state
+from .conftest import events, firing_events, flow_runs, state
 
 FIRING = Firing(
     firing_id="0123456789abcdef0123456789abcdef",
@@ -467,32 +467,18 @@ def test_emit_event_returns_the_event_id(prefect_api: str) -> None:
     assert first == deliver({"type": "emit_event"})  # a fixed id per firing: no duplicates
 
 
-def _events_of(api: str, firing_id: str, *, at_least: int = 1) -> list[dict[str, Any]]:
-    """The events about a firing the Prefect API holds (they are stored a few seconds after
-    they are taken), once there are `at_least` of them (or 30 s have passed)."""
-    where = {"resource": {"id": [f"ml-automations.firing.{firing_id}"]}}
-    deadline = time.monotonic() + 30
-    while True:
-        answer = httpx.post(f"{api}/events/filter", json={"filter": where, "limit": 50})
-        answer.raise_for_status()
-        found: list[dict[str, Any]] = answer.json()["events"]
-        if len(found) >= at_least or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
-
-
 def test_an_emitted_event_arrives_once_however_often_it_is_delivered(prefect_api: str) -> None:
     firing = FIRING.model_copy(update={"firing_id": uuid.uuid4().hex})
     settings = {"type": "emit_event", "payload": {"version": "${artifact_version_index}"}}
     first = deliver(settings, firing)
     assert deliver(settings, firing) == first  # a retry sends the same event again
-    [event] = _events_of(prefect_api, firing.firing_id)
+    [event] = firing_events(prefect_api, firing.firing_id)
     assert event["id"] == first["event_id"]
     assert event["event"] == "ml.automation.fired"
     assert event["payload"]["version"] == 4
     assert event["payload"]["firing"]["firing_id"] == firing.firing_id
     time.sleep(3)  # time enough for a second copy to be stored, were it counted twice
-    assert len(_events_of(prefect_api, firing.firing_id)) == 1
+    assert len(firing_events(prefect_api, firing.firing_id)) == 1
 
 
 def test_an_event_emitted_in_a_flow_run_is_related_to_the_run(prefect_api: str) -> None:
@@ -507,7 +493,7 @@ def test_an_event_emitted_in_a_flow_run_is_related_to_the_run(prefect_api: str) 
         return str(flow_run.id)
 
     run_id = asyncio.run(emit())
-    [event] = _events_of(prefect_api, firing.firing_id)
+    [event] = firing_events(prefect_api, firing.firing_id)
     related = {(r["prefect.resource.role"], r["prefect.resource.id"]) for r in event["related"]}
     assert ("automation", "ml-automations.automation.deploy-on-production") in related
     assert ("flow-run", f"prefect.flow-run.{run_id}") in related  # as emit_event relates it
@@ -544,7 +530,7 @@ def test_the_sensors_own_events_are_confirmed_or_a_warning(
     firing = FIRING.model_copy(update={"firing_id": uuid.uuid4().hex})
     finished = Delivery(firing, "finished", result={"http_status": 200})
     assert asyncio.run(aannounce(finished, {})) is True
-    [event] = _events_of(prefect_api, firing.firing_id)
+    [event] = firing_events(prefect_api, firing.firing_id)
     assert event["event"] == "ml.automation.firing.finished"
 
     failed = Delivery(firing, "failed", error="down", attempt=3)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from prefect_ml_automations.cli import main
 from prefect_ml_automations.config import load_config
 from prefect_ml_automations.store import StateStore
 
-from .conftest import state
+from .conftest import firing_events, state
 
 TOKEN = "tok-PLANTED-9f3a1c"
 SIGNING = "sig-PLANTED-77e0b2"
@@ -110,7 +109,9 @@ automations:
     outputs += [row.error or "" for row in history]
     outputs += [record.getMessage() for record in caplog.records]
     outputs.append(json.dumps(_artifacts(prefect_api)))
-    outputs.append(json.dumps(_firing_events(prefect_api, firing_id)))
+    events = firing_events(prefect_api, firing_id)
+    assert events, "the firing's events never arrived"
+    outputs.append(json.dumps(events))
     everything = "\n".join(outputs)
     assert "page-on-failure" in everything  # the outputs were captured at all
     for secret in PLANTED:
@@ -123,16 +124,3 @@ def _artifacts(api: str) -> list[dict[str, Any]]:
     )
     answer.raise_for_status()
     return list(answer.json())
-
-
-def _firing_events(api: str, firing_id: str) -> list[dict[str, Any]]:
-    where = {"resource": {"id": [f"ml-automations.firing.{firing_id}"]}}
-    deadline = time.monotonic() + 30
-    while True:
-        answer = httpx.post(f"{api}/events/filter", json={"filter": where, "limit": 50})
-        answer.raise_for_status()
-        found: list[dict[str, Any]] = answer.json()["events"]
-        if found or time.monotonic() > deadline:
-            assert found, "the firing's events never arrived"
-            return found
-        time.sleep(0.5)
