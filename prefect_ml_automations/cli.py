@@ -501,8 +501,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug of ours, or a failure nobody foresaw: no traceback for users
         import os
 
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from prefect_ml_automations.store import store_problem
+
         if os.environ.get("ML_AUTOMATIONS_TRACEBACK"):
             raise
+        if isinstance(exc, SQLAlchemyError):
+            print(f"error: The state store failed: {store_problem(exc)}.", file=sys.stderr)
+            return 1
         print(
             f"error: {exc.__class__.__name__}: {exc} (unexpected; run again with "
             "ML_AUTOMATIONS_TRACEBACK=1 to see where, and please report it).",

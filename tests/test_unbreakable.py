@@ -484,6 +484,21 @@ def test_store_errors_say_what_is_wrong(tmp_path: Path) -> None:
         StateStore(f"sqlite:///{tmp_path}/no/such/folder/store.db")
 
 
+def test_a_command_on_a_read_only_store_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    StateStore(f"sqlite:///{tmp_path}/store.db").close()
+    file = tmp_path / "automations.yaml"
+    file.write_text(f'store: "sqlite:///file:{tmp_path}/store.db?mode=ro&uri=true"\n')
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(state("r", "failed", 0)) + "\n")
+    assert cli.main(["ingest", str(file), str(events)]) == 1
+    assert capsys.readouterr().err == (
+        "error: The state store failed: the store is read-only (attempt to write a readonly "
+        "database); make the file and its folder writable by this user.\n"
+    )
+
+
 # -- 3. at most one delivery at a time, per firing ----------------------------------------------
 
 
