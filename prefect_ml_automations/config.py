@@ -126,7 +126,9 @@ def _read_text(path: Path, source: str) -> str:
             # Read one byte past the limit, never the whole of a huge file (or of /dev/zero).
             data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError([f"can not read the file ({exc.strerror})"], source=source) from None
+        raise ConfigError(
+            [f"can not read {path.absolute()} ({exc.strerror})"], source=source
+        ) from None
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(
             [
@@ -388,6 +390,8 @@ def parse_config(
 
     resolved = _substitute_env(raw, env, problems, secrets)
     resolved.setdefault("store", f"sqlite:///{(base or Path('.')) / DEFAULT_STORE_FILE}")
+    if base is not None and isinstance(resolved["store"], str):
+        resolved["store"] = beside(resolved["store"], base)
 
     sources = _validated_list(resolved, "sources", _source_label, SourceSettings, problems)
     _validated_list(resolved, "automations", _automation_label, Automation, problems)
@@ -424,6 +428,25 @@ def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return f"a {type(value).__name__}"
+
+
+def beside(store: str, base: Path) -> str:
+    """A SQLite store at a relative path lives beside the config file (as the default store
+    does), not wherever the command happens to run: `sqlite:///ml-automations.db` in
+    `/srv/ml/automations.yaml` is `/srv/ml/ml-automations.db`.
+
+    >>> beside("sqlite:///state/ml.db", Path("/srv/ml"))
+    'sqlite:////srv/ml/state/ml.db'
+    >>> beside("postgresql://db/ml", Path("/srv/ml"))
+    'postgresql://db/ml'
+    """
+    prefix = next((p for p in ("sqlite:///", "sqlite+pysqlite:///") if store.startswith(p)), None)
+    if prefix is None:
+        return store
+    path = store.removeprefix(prefix)
+    if not path or path.startswith(("/", "file:", ":memory:")) or "?" in path:
+        return store
+    return f"{prefix}{(base / path).absolute()}"
 
 
 def _validate(item: Any, model: Any, label: str, problems: list[str]) -> Any:

@@ -8,6 +8,7 @@ and exits with `exit_code` (2 for bad input, 1 for failures at run time) — nev
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 
 class MLAutomationsError(Exception):
@@ -47,6 +48,13 @@ class EventError(BadInputError):
         plural = "s" if count != 1 else ""
         head = f"{source} has {count} malformed event{plural}; none of its events was used:"
         super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
+
+    @classmethod
+    def unreadable(cls, path: Path, reason: str) -> EventError:
+        """The file itself can not be read: one sentence with the absolute path tried."""
+        error = cls([f"can not read {path.absolute()} ({reason})"], source=str(path))
+        error.args = (f"{str(path.absolute())!r} can not be read ({reason}); check the path.",)
+        return error
 
 
 class StateError(MLAutomationsError):

@@ -317,7 +317,7 @@ def scan_events(
     try:
         handle = path.open("rb")
     except OSError as exc:
-        raise EventError([f"can not read the file ({exc.strerror})"], source=str(path)) from None
+        raise EventError.unreadable(path, str(exc.strerror)) from None
     problems: list[str] = []
     bad = count = 0
     validate = _EVENT.validate_json

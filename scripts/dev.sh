@@ -7,6 +7,7 @@
 # The environment lives outside the checkout, keyed by the dependency list, so a fresh clone
 # (CI's included) reuses the ~1 GB of wheels instead of reinstalling them on every run.
 set -euo pipefail
+here="$PWD"  # commands run where the person stands: their paths are relative to it
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
@@ -50,4 +51,5 @@ if [ "${1:-}" = "test" ]; then
   mypy
   exec python -m pytest "$@"
 fi
+cd "$here"
 exec "$@"

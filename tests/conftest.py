@@ -7,6 +7,12 @@ from typing import Any
 
 import pytest
 
+# `from prefect import flow` sets up Prefect's logging, whose console handler keeps the
+# `sys.stderr` of that moment. Done here, at collection, that is pytest's own stream — not the
+# `capsys` stream of whichever test first imports Prefect, which is closed after it (and every
+# later flow run would crash logging into it).
+from prefect import flow as _configures_prefect_logging  # noqa: F401
+
 from prefect_ml_automations.automations import Automation
 from prefect_ml_automations.decisions import Firing
 from prefect_ml_automations.evaluator import Evaluator

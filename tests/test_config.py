@@ -341,9 +341,27 @@ def test_yaml_syntax_errors_name_the_line(tmp_path: Path) -> None:
     assert caught.value.exit_code == 2
 
 
-def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="can not read the file"):
-        load_config(tmp_path / "nope.yaml", env={})
+def test_a_missing_file_is_a_config_error_naming_the_absolute_path_tried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_config("nope.yaml", env={})
+    assert caught.value.problems == [
+        f"can not read {tmp_path}/nope.yaml (No such file or directory)"
+    ]
+
+
+def test_a_relative_sqlite_store_lives_beside_the_config_not_where_the_command_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "project").mkdir()
+    config = tmp_path / "project" / "automations.yaml"
+    config.write_text("store: sqlite:///state/ml.db\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("project/automations.yaml", env={}).store == (
+        f"sqlite:///{tmp_path}/project/state/ml.db"
+    )
 
 
 def test_secrets_can_come_from_prefect_secret_blocks() -> None:
