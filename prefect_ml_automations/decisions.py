@@ -74,7 +74,12 @@ class Firing(BaseModel):
 
     @classmethod
     def from_stored(cls, text: str) -> Firing:
-        return cls.model_validate_json(text)
+        # `json.loads`, not pydantic's parser: a record holds what `json.dumps` wrote, lone
+        # surrogates (from a tracker's JSON) included, which pydantic's parser refuses — and a
+        # firing that can not be read back would stop every delivery behind it.
+        import json
+
+        return cls.model_validate(json.loads(text))
 
     @property
     def subject(self) -> str:

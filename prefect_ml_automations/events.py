@@ -131,7 +131,11 @@ class RunStateEvent(_RunEvent):
     """A run's state as the tracker reports it (lower-cased: running, finished, crashed, …)."""
 
     type: Literal["RUN_STATE"]
-    state: Annotated[Name, AfterValidator(str.lower)]
+    state: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=64, pattern=_NO_NUL),
+        AfterValidator(str.lower),
+    ]
 
 
 class _ArtifactEvent(_Event):
@@ -275,8 +279,8 @@ def describe_problem(exc: ValidationError) -> str:
         )
     if kind == "string_too_long":
         return (
-            f"field {field!r} is {len(error['input'])} characters long; names are at most "
-            f"{MAX_NAME}"
+            f"field {field!r} is {len(error['input'])} characters long; it may have at most "
+            f"{ctx.get('max_length', MAX_NAME)}"
         )
     if kind == "less_than_equal" or (kind == "greater_than_equal" and ctx.get("ge") != 0):
         return (

@@ -64,7 +64,9 @@ def parse_body(body: bytes) -> list[Event]:
         where = "item" if isinstance(parsed, list) else "event"
     except ValueError:
         items, where = [], "line"
-        for number, line in enumerate(text.splitlines(), start=1):
+        # Lines end at "\n" (and "\r\n") only: `splitlines` would also cut at U+2028 or U+0085,
+        # which a JSON string may hold as they are.
+        for number, line in enumerate(text.split("\n"), start=1):
             if line.strip():
                 try:
                     items.append(read_json(line))
@@ -90,12 +92,18 @@ async def _limited_body(request: Request) -> bytes:
     too_large = RequestProblem(
         413, f"The body is larger than {MAX_BODY} bytes; send smaller batches."
     )
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+    digits = declared is not None and declared.isascii() and declared.isdigit()
+    if digits and (len(declared) > 12 or int(declared) > MAX_BODY):  # type: ignore[arg-type]
         raise too_large
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise too_large
-    return body
+    # Read as it arrives, and stop at the limit: a chunked body declares no length.
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 #: How old an MLflow webhook's timestamp may be (seconds), against replays.
@@ -111,13 +119,15 @@ def _mlflow_signed(request: Request, body: bytes, secret: str | None) -> bool:
     signature = request.headers.get("x-mlflow-signature", "")
     delivery = request.headers.get("x-mlflow-delivery-id", "")
     stamp = request.headers.get("x-mlflow-timestamp", "")
-    if secret is None or not signature.startswith("v1,") or not stamp.isdigit():
+    if secret is None or not signature.startswith("v1,"):
+        return False
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
         return False
     if abs(time.time() - int(stamp)) > MLFLOW_TOLERANCE:
         return False
     signed = f"{delivery}.{stamp}.".encode() + body
     expected = base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest())
-    return hmac.compare_digest(signature[3:].encode(), expected)
+    return hmac.compare_digest(signature[3:].encode("utf-8", "surrogateescape"), expected)
 
 
 def _wandb_signed(request: Request, body: bytes, secret: str | None) -> bool:
@@ -129,8 +139,9 @@ def _wandb_signed(request: Request, body: bytes, secret: str | None) -> bool:
     if secret is None or not given:
         return False
     digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-    candidates = (base64.b64encode(digest).decode(), digest.hex())
-    return any(hmac.compare_digest(given, c) for c in candidates)
+    candidates = (base64.b64encode(digest), digest.hex().encode())
+    given_bytes = given.encode("utf-8", "surrogateescape")  # (a header may hold any bytes)
+    return any(hmac.compare_digest(given_bytes, c) for c in candidates)
 
 
 def _json_object(body: bytes, required: str, missing: str) -> dict[str, Any]:
@@ -184,7 +195,9 @@ def create_app(
         if token is None:
             return insecure
         given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+        return hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode()
+        )
 
     @app.exception_handler(RequestProblem)
     async def _problem(_: Request, exc: RequestProblem) -> JSONResponse:
@@ -322,16 +335,7 @@ def create_app(
             raise RequestProblem(
                 401, "Missing or wrong bearer token; send 'Authorization: Bearer <receiver.token>'."
             )
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-            raise RequestProblem(
-                413, f"The body is larger than {MAX_BODY} bytes; send smaller batches."
-            )
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise RequestProblem(
-                413, f"The body is larger than {MAX_BODY} bytes; send smaller batches."
-            )
+        body = await _limited_body(request)
         try:
             parsed = parse_body(body)
         except UnicodeDecodeError:

@@ -152,7 +152,9 @@ async def sensor_loop(
 
 
 def _problem(exc: BaseException) -> str:
-    if isinstance(exc, SQLAlchemyError | StateError):
+    if isinstance(exc, StateError):  # "The state store '…' can not be opened: …"
+        return str(exc)[:1].lower() + str(exc)[1:]
+    if isinstance(exc, SQLAlchemyError):
         return f"the state store is unavailable: {store_problem(exc)}"
     return f"{exc.__class__.__name__}: {exc}"
 

@@ -175,15 +175,36 @@ class StateStore:
     0
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, wait: bool = False) -> None:
+        """Open (and migrate) the store now — or, with `wait`, at its first use, so that a
+        service can start while the database is down and open it once it is back (each use
+        until then raises `StateError`)."""
         self.url = url
         try:
-            self.engine = _engine(url)
+            self._engine = _engine(url)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise BadInputError(
+                f"The state store {safe_url(url)!r} can not be used ({exc.__class__.__name__}: "
+                f"{exc}); use sqlite:///PATH or postgresql://USER@HOST/DB."
+            ) from None
+        self._opened = False
+        if not wait:
+            self._open()
+
+    @property
+    def engine(self) -> Engine:
+        if not self._opened:
+            self._open()
+        return self._engine
+
+    def _open(self) -> None:
+        try:
             self._migrate()
         except SQLAlchemyError as exc:
             raise StateError(
-                f"The state store {safe_url(url)!r} can not be opened: {store_problem(exc)}"
+                f"The state store {safe_url(self.url)!r} can not be opened: {store_problem(exc)}"
             ) from exc
+        self._opened = True
 
     def _migrate(self) -> None:
         from alembic import command
@@ -191,7 +212,7 @@ class StateStore:
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as connection:
+        with self._engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 # Two sensors starting at once must not both create the tables.
                 connection.exec_driver_sql("SELECT pg_advisory_xact_lock(742031)")
@@ -199,7 +220,7 @@ class StateStore:
             command.upgrade(config, "head")
 
     def close(self) -> None:
-        self.engine.dispose()
+        self._engine.dispose()
 
     # -- inbox ----------------------------------------------------------------------------------
 

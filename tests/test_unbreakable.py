@@ -212,6 +212,88 @@ def test_any_body_at_any_door_gets_a_clear_answer_and_stores_only_what_it_says(
     store.close()
 
 
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/wandb", {"X-Wandb-Signature": "\xe9\xe9"}),
+        ("/mlflow", {"X-MLflow-Signature": "v1,abc", "X-MLflow-Timestamp": "\xb2"}),
+        ("/mlflow", {"X-MLflow-Signature": "v1,abc", "X-MLflow-Timestamp": "9" * 5000}),
+        ("/events", {"Authorization": "Bearer \xe9t0k"}),
+        ("/events", {"Content-Length": "9" * 40}),
+    ],
+    ids=[
+        "wandb-latin1-signature",
+        "mlflow-superscript-time",
+        "mlflow-5000-digit-time",
+        "latin1-token",
+        "absurd-length",
+    ],
+)
+def test_hostile_headers_get_a_4xx_before_anything_is_read(
+    store: StateStore, path: str, headers: dict[str, str]
+) -> None:
+    receiver = config(store.url, receiver={"token": "t0k", "secret": "s3cr3t"})
+    client = TestClient(create_app(receiver, store), raise_server_exceptions=False)
+    encoded = {k: v.encode("latin-1") for k, v in headers.items()}
+    response = client.post(path, content=b'{"event_type": "x", "entity": "x"}', headers=encoded)
+    assert 400 <= response.status_code < 500, response.text
+    assert store.counts()["inbox"] == 0
+
+
+def test_a_json_line_may_hold_u2028_and_a_state_is_a_short_word(store: StateStore) -> None:
+    client = TestClient(create_app(config(store.url), store))
+    lines = "\n".join(
+        [
+            json.dumps(state("r1", "failed", 0), ensure_ascii=False),
+            json.dumps(state("r\u2028\u0085", "failed", 1), ensure_ascii=False),
+        ]
+    )
+    answer = client.post("/events", content=lines.encode(), headers=TOKEN)
+    assert (answer.status_code, answer.json()) == (202, {"accepted": 2})
+    long_state = client.post(
+        "/events", content=json.dumps(state("r2", "\u0130" * 1024, 2)), headers=TOKEN
+    )
+    assert long_state.status_code == 422  # refused at the door, not quarantined later
+    assert "field 'state' is 1024 characters long; it may have at most 64" in long_state.text
+
+
+def test_a_firing_with_a_lone_surrogate_is_delivered_and_read_back(store: StateStore) -> None:
+    """json.loads (W&B's answers, old inbox rows) takes lone surrogates; the firing they make
+    must be readable afterwards, or it would stop every delivery behind it."""
+    alias = {
+        "type": "ADD_ARTIFACT_ALIAS",
+        "registry": "models",
+        "collection": "c",
+        "version": 1,
+        "alias": "a",
+        "timestamp": "2026-01-01T00:00:00Z",
+        "metadata": {"k": "\ud800"},
+    }
+    raw_inbox(store, json.dumps(alias), json.dumps(state("after", "failed", 1)))
+    automations = parse_config(
+        {
+            "store": store.url,
+            "automations": [
+                {
+                    "name": "any-alias",
+                    "scope": {"registry": "models"},
+                    "event": {"type": "ADD_ARTIFACT_ALIAS"},
+                    "action": {"type": "no_op"},
+                },
+                {
+                    "name": "failed",
+                    "scope": {"project": "p"},
+                    "event": {"type": "RUN_STATE", "states": ["failed"]},
+                    "action": {"type": "no_op"},
+                },
+            ],
+        },
+        env={},
+    )
+    Sensor(automations, store).run_once()
+    assert sorted(row.status for row in store.history()) == ["finished", "finished"]
+
+
 # -- 1. ... and the quarantine behind it --------------------------------------------------------
 
 
@@ -402,6 +484,57 @@ def test_a_sensor_loop_survives_a_postgresql_outage_and_catches_up(
         "the cycle failed (the state store is unavailable" in r.message for r in caplog.records
     )
     store.close()
+
+
+def test_a_receiver_and_sensor_started_while_the_store_is_down_wait_for_it(
+    postgres_url: str,
+) -> None:
+    import psycopg
+
+    database = postgres_url.rsplit("/", 1)[1]
+
+    def admin(sql: str) -> None:
+        with psycopg.connect(
+            "postgresql://postgres@127.0.0.1:5432/test", autocommit=True
+        ) as connection:
+            connection.execute(sql)
+
+    admin(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+    try:
+        store = StateStore(postgres_url, wait=True)  # as `receive` and `run --interval` do
+        sensor = Sensor(config(postgres_url), store, name="late-store")
+        app = create_app(
+            config(postgres_url), store, status=lambda: service_status("late-store").to_dict()
+        )
+
+        async def scenario() -> None:
+            loop = asyncio.create_task(sensor_loop(sensor, interval=0.2))
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://r") as client:
+                await asyncio.sleep(1.0)
+                assert (await client.get("/health")).status_code == 503
+                body = json.dumps(state("late", "failed", 0))
+                pushed = await client.post("/events", content=body, headers=TOKEN)
+                assert pushed.status_code == 503
+                assert not loop.done()
+                admin(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+                for _ in range(100):  # the sender tries again, as 503 + Retry-After asks
+                    pushed = await client.post("/events", content=body, headers=TOKEN)
+                    if pushed.status_code == 202:
+                        break
+                    await asyncio.sleep(0.1)
+                assert pushed.status_code == 202
+                for _ in range(100):
+                    if await asyncio.to_thread(fired_runs, store) == ["late"]:
+                        break
+                    await asyncio.sleep(0.1)
+            loop.cancel()
+
+        asyncio.run(scenario())
+        assert fired_runs(store) == ["late"]
+        store.close()
+    finally:
+        admin(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
 
 
 class HangingSource:

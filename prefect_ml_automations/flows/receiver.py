@@ -25,7 +25,7 @@ def serve_receiver(
 
     from prefect_ml_automations.receiver import create_app
 
-    store = StateStore(config.store)
+    store = StateStore(config.store, wait=True)  # while it is down: 503s, and /health says so
     app = create_app(
         config,
         store,

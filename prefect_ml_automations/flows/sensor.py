@@ -23,9 +23,10 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.states import Failed
 from prefect.utilities.annotations import quote
+from sqlalchemy.exc import SQLAlchemyError
 
 from prefect_ml_automations.config import AutomationsConfig, load_config
-from prefect_ml_automations.errors import SourceError
+from prefect_ml_automations.errors import SourceError, StateError
 from prefect_ml_automations.runner import sensor_loop, wake_event
 from prefect_ml_automations.sensor import (
     DELIVERY_CONCURRENCY,
@@ -37,7 +38,7 @@ from prefect_ml_automations.sensor import (
     summary,
 )
 from prefect_ml_automations.sources import Poll
-from prefect_ml_automations.store import StateStore, utcnow
+from prefect_ml_automations.store import StateStore, store_problem, utcnow
 from prefect_ml_automations.tasks.deployments import sharing_one_client
 from prefect_ml_automations.tasks.sensor import (
     DeliveryFailed,
@@ -65,9 +66,19 @@ async def sensor_cycle(config_file: str | None = None, sensor: str = "default") 
     config, problems, block_ids = await _config(config_file)
     for problem in problems:
         logger.error(problem)
-    worker = Sensor(config, name=sensor)
-    async with heartbeats(worker.store, sensor):
-        report = await run_cycle(worker, block_ids)
+    try:
+        worker = Sensor(config, name=sensor)
+        async with heartbeats(worker.store, sensor):
+            report = await run_cycle(worker, block_ids)
+    except (StateError, SQLAlchemyError) as exc:
+        # Nothing of the cycle was kept (its transaction rolled back): the next run does it.
+        problem = (
+            str(exc)
+            if isinstance(exc, StateError)
+            else f"The state store is unavailable: {store_problem(exc)}"
+        )
+        logger.error(problem)
+        return Failed(message=problem, data={"events": 0, "fired": 0, "finished": 0, "failed": 0})
     report.config_problems = problems
     if not report.idle:
         await publish_cycle(quote(report), sensor)  # type: ignore[call-overload]
@@ -182,7 +193,8 @@ async def sensor_service(
     config, problems, block_ids = await _config(config_file)
     for problem in problems:
         get_run_logger().error(problem)
-    worker = Sensor(config, name=sensor)
+    # A store that is down when the service starts is waited for, as one that goes down later.
+    worker = Sensor(config, StateStore(config.store, wait=True), name=sensor)
     async with heartbeats(worker.store, sensor):
         await sensor_loop(worker, interval=interval, wake=wake_event(sensor), block_ids=block_ids)
 
