@@ -679,6 +679,10 @@ def _loc(error: ErrorDetails) -> str:
     return "".join(parts)
 
 
+#: Fields whose values are credentials: a message says what kind of value is there, never it.
+_SECRET_PLACE = re.compile(r"(^|\.)(api_key|access_token|secret|token|password|headers)(\.|$)")
+
+
 def _format_errors(errors: list[ErrorDetails], label: str) -> list[str]:
     out = []
     for error in errors:
@@ -687,6 +691,8 @@ def _format_errors(errors: list[ErrorDetails], label: str) -> list[str]:
         msg = error["msg"]
         ctx = error.get("ctx") or {}
         given = shown(error.get("input"))
+        if _SECRET_PLACE.search(loc):  # a token of the wrong type is still a token: not shown
+            given = f"{_kind(error.get('input'))} (not shown: it may be a secret)"
         if kind == "missing":
             text = f"is required but missing; add '{loc.rsplit('.', 1)[-1]}: …'"
         elif kind == "extra_forbidden":

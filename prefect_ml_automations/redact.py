@@ -168,7 +168,8 @@ _SQLALCHEMY_USERINFO = re.compile(r"^[^:/@?#]*:[^@]*@")
 
 
 def safe_url(url: object) -> str:
-    """`url` without its user, password, query string and fragment — for messages and logs.
+    """`url` without its user, password, query string and fragment — and, for http(s), without
+    its path beyond the first segment — for messages and logs.
 
     Works for http(s) URLs and SQLAlchemy URLs alike, and never raises: what is not a URL comes
     back with anything that could be credentials or a query cut off.
@@ -177,6 +178,8 @@ def safe_url(url: object) -> str:
     'postgresql+psycopg://db.internal:5432/ml'
     >>> safe_url("sqlite:///ml-automations.db")
     'sqlite:///ml-automations.db'
+    >>> safe_url("https://hooks.slack.com/services/T000/B000/XXXXXXXX?x=1")
+    'https://hooks.slack.com/services/…'
     """
     try:
         text = url if isinstance(url, str) else str(url)
@@ -187,7 +190,14 @@ def safe_url(url: object) -> str:
     found = [m.end() for m in (_RFC_USERINFO.match(rest), _SQLALCHEMY_USERINFO.match(rest)) if m]
     if found:
         rest = rest[max(found) :]
-    return scheme + re.split(r"[?#]", rest, maxsplit=1)[0]
+    rest = re.split(r"[?#]", rest, maxsplit=1)[0]
+    if scheme.lower() in ("http://", "https://"):
+        # Webhook URLs carry their secret in the path too (Slack's /services/T…/B…/<secret>,
+        # Discord's /api/webhooks/<id>/<token>): only the host and the first segment are shown.
+        host, slash, path = rest.partition("/")
+        first, more, beyond = path.partition("/")
+        rest = host + slash + first + ("/…" if beyond else more)
+    return scheme + rest
 
 
 __all__ = ["EXCERPT", "REDACTED", "safe_url", "scrub"]

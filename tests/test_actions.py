@@ -557,3 +557,28 @@ def test_the_sensors_own_events_are_confirmed_or_a_warning(
 
 def test_no_op_records_only() -> None:
     assert deliver({"type": "no_op"}) is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"url": "http://h:99999/x"}, "'http://h:99999/x' has a port out of range"),
+        ({"headers": {"X Bad": "v"}}, "the header name 'X Bad' can not be sent"),
+        ({"headers": {"X-Ok": "a\nb"}}, "the value of header 'X-Ok' can not be sent"),
+        ({"headers": {"X-Ok": "tökén"}}, "the value of header 'X-Ok' can not be sent"),
+        ({"access_token": "tökén"}, "can not be sent as 'Authorization: Bearer …'"),
+    ],
+    ids=["port", "header-name", "header-line-break", "header-non-ascii", "token-non-ascii"],
+)
+def test_webhook_settings_http_can_not_carry_are_refused_when_loaded(
+    settings: dict[str, Any], message: str
+) -> None:
+    from pydantic import ValidationError
+
+    from prefect_ml_automations.automations.actions import Webhook
+
+    with pytest.raises(ValidationError) as caught:
+        Webhook.model_validate({"type": "webhook", "url": "https://h/x", **settings})
+    (error,) = caught.value.errors()
+    assert message in error["msg"]
+    assert "tökén" not in error["msg"]  # a credential is not quoted back

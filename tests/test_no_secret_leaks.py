@@ -25,8 +25,9 @@ HEADER = "hdr-PLANTED-1b2c3d"
 QUERY = "qry-PLANTED-5e6f7a"
 RECEIVER = "rcv-PLANTED-0c0c0c"
 PASSWORD = "pw-PLANTED-d4d4d4"
-PLANTED = (TOKEN, SIGNING, HEADER, QUERY, RECEIVER, PASSWORD)
-HOOK = "https://hooks.example.invalid/echo"
+IN_PATH = "path-PLANTED-e5e5e5"  # as Slack's and Discord's webhook URLs keep theirs
+PLANTED = (TOKEN, SIGNING, HEADER, QUERY, RECEIVER, PASSWORD, IN_PATH)
+HOOK = f"https://hooks.example.invalid/services/T0/{IN_PATH}"
 
 
 def echo_everything(request: httpx.Request) -> httpx.Response:
@@ -124,3 +125,33 @@ def _artifacts(api: str) -> list[dict[str, Any]]:
     )
     answer.raise_for_status()
     return list(answer.json())
+
+
+def test_validate_shows_no_credential_of_the_wrong_type_and_no_url_query(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "automations.yaml"
+    file.write_text(
+        f"""
+receiver: {{token: 1234567890123}}
+sources:
+  - {{name: team, type: wandb, entity: e, api_key: [{TOKEN}]}}
+automations:
+  - name: hook
+    scope: {{project: p}}
+    event: {{type: RUN_STATE, states: [failed]}}
+    action:
+      type: webhook
+      url: "ftp://host/x?token={QUERY}"
+      access_token: 99
+      headers: {{X-K: {{a: {HEADER}}}}}
+"""
+    )
+    assert main(["validate", str(file)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "action.access_token: must be a string, not a number (not shown: it may be a secret)" in err
+    )
+    assert "action.url: 'ftp://host/x' is not an http(s) URL" in err
+    for secret in (TOKEN, QUERY, HEADER, "1234567890123"):
+        assert secret not in err

@@ -226,4 +226,8 @@ def test_safe_url_never_shows_the_password(
     url = f"{scheme}://{user}:{password}@{where}{path}?{query}&pw={password}#{password}"
     shown = safe_url(url)
     assert password not in shown
+    if scheme.startswith("http"):  # a webhook's path may hold its secret: the first segment
+        segments = path.split("/")
+        path = "/".join(segments[:2]) + ("/…" if len(segments) > 2 and segments[2:] != [""] else "")
+        path += "/" if segments[2:] == [""] else ""
     assert shown == f"{scheme}://{where}{path}"

@@ -23,6 +23,9 @@ from prefect_ml_automations.redact import safe_url, scrub
 if TYPE_CHECKING:
     from prefect_ml_automations.decisions import Firing
 
+#: What an HTTP/1.1 header name may be (RFC 9110 "token"), and what httpx can send as a value.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
 #: "flow-name/deployment-name", "block-type-slug/block-name"
 _DEPLOYMENT = re.compile(r"^[^/\s][^/]*/[^/\s][^/]*$")
 
@@ -166,7 +169,45 @@ class Webhook(Action):
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError(f"{shown(value)} is not an http(s) URL; write it as https://host/path")
+            raise ValueError(
+                f"{shown(safe_url(value))} is not an http(s) URL; write it as https://host/path"
+            )
+        from urllib.parse import urlsplit
+
+        try:
+            urlsplit(value).port  # noqa: B018 — raises on a port out of range
+        except ValueError:
+            raise ValueError(
+                f"{shown(safe_url(value))} has a port out of range; ports are 1 to 65535"
+            ) from None
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        # Found here, not at the first firing: what HTTP can not carry. (Values are not shown:
+        # a header often holds a credential.)
+        for name, text in value.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(
+                    f"the header name {shown(name)} can not be sent; a name is letters, digits "
+                    "and -_.!#$%&'*+^`|~ only"
+                )
+            if not _HEADER_VALUE.fullmatch(text):
+                raise ValueError(
+                    f"the value of header {name!r} can not be sent: it holds a line break, a "
+                    "control character or a non-ASCII character"
+                )
+        return value
+
+    @field_validator("access_token")
+    @classmethod
+    def _sendable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _HEADER_VALUE.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "can not be sent as 'Authorization: Bearer …': it holds a line break, a control "
+                "character or a non-ASCII character (check what the variable or Secret holds)"
+            )
         return value
 
     @property
@@ -205,7 +246,7 @@ class Webhook(Action):
 
     def secret_values(self) -> list[str]:
         """What must never show in an error: the token, the signing secret, every header value
-        and the URL's password and query values (a Slack-like `?token=`)."""
+        and the URL's password, query values (a Slack-like `?token=`) and deeper path."""
         from urllib.parse import parse_qsl, urlsplit
 
         found = [v for v in self.headers.values() if v]
@@ -214,6 +255,9 @@ class Webhook(Action):
             parts = urlsplit(self.url)
             found += [v for _, v in parse_qsl(parts.query, keep_blank_values=False)]
             found += [p for p in (parts.password, parts.fragment) if p]
+            # The path past its first segment, which `safe_url` hides too (Slack's and Discord's
+            # webhook URLs keep their secret there); short segments would scrub common words.
+            found += [seg for seg in parts.path.split("/")[2:] if len(seg) >= 8]
         except ValueError:
             pass
         return found
