@@ -417,6 +417,11 @@ def quarantine(
     from prefect_ml_automations.config import load_config
     from prefect_ml_automations.store import StateStore
 
+    for wrong in [i for i in ids or () if not 1 <= i < 2**63]:
+        raise BadInputError(
+            f"--id {wrong} is not the id of a quarantined event; "
+            f"`ml-automations quarantine {file}` lists them."
+        )
     config = load_config(file)
     store = StateStore(config.store)
     if redrive:
@@ -496,6 +501,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Output into `head` or `less` that closed early: nothing more to say, and nothing to
+        # flush into the closed pipe at exit either.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
     except Exception as exc:  # a bug of ours, or a failure nobody foresaw: no traceback for users

@@ -9,7 +9,6 @@ One JSON object per event, `type` and `timestamp` always (ISO 8601; naive means 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +47,10 @@ LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 LARGEST_INT = 2**53 - 1
 #: Names (projects, runs, metrics, collections, aliases, …) are at most this long.
 MAX_NAME = 1024
+#: Metric values that count lie within ±1e150: a z-score squares them, and the squares of
+#: larger ones overflow a float (1e160 would silently end every baseline). Beyond, a value is
+#: not counted, as infinities are not.
+MAX_VALUE = 1e150
 
 
 def _utc(value: datetime, info: ValidationInfo) -> datetime:
@@ -124,7 +127,7 @@ class MetricEvent(_RunEvent):
             number = float(value)
         except OverflowError:  # an integer beyond any float (10**400) counts as much as inf
             return None
-        return number if math.isfinite(number) else None
+        return number if abs(number) <= MAX_VALUE else None  # (NaN and ±inf fail this too)
 
 
 class RunStateEvent(_RunEvent):

@@ -127,6 +127,7 @@ class Reference:
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
+            or abs(value) > 1e150  # (squares of larger values overflow: they do not count)
         ):
             return
         metric = e["metric"]

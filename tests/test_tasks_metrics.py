@@ -387,7 +387,10 @@ def reference(rows: list[dict[str, Any]], name: str, measure: Any) -> list[tuple
             continue
         value = row["value"]
         counted = (
-            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and abs(value) <= 1e150
         )
         order = row["step"] if row.get("step") is not None else ts
         points = series.setdefault(run, {})

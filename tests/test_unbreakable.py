@@ -37,7 +37,7 @@ from prefect_ml_automations.sensor import Sensor
 from prefect_ml_automations.sources import Poll
 from prefect_ml_automations.store import StateStore, inbox, store_problem, utcnow
 
-from .conftest import metric, state
+from .conftest import events, metric, state
 
 TOKEN = {"Authorization": "Bearer t0k"}
 
@@ -755,3 +755,104 @@ def test_a_killed_sensor_flow_run_is_marked_crashed_by_the_next_one(
     assert crashed.type.value == "CRASHED"
     assert "no heartbeat since" in crashed.message
     assert store.silent_runs(utcnow()) == []  # the new run ended cleanly: not left behind
+
+
+def test_a_regex_that_backtracks_for_ever_quarantines_the_name_not_the_sensor(
+    store: StateStore,
+) -> None:
+    slow = parse_config(
+        {
+            "store": store.url,
+            "automations": [
+                {
+                    "name": "sweeps-fail",
+                    "scope": {"project": "p"},
+                    "event": {"type": "RUN_STATE", "states": ["failed"]},
+                    "filters": {"run_name": "^(a|aa)+$"},  # overlapping repeats: exponential
+                    "action": {"type": "no_op"},
+                }
+            ],
+        },
+        env={},
+    )
+    store.put_events(
+        events(
+            state("r1", "failed", 0, run_name="a" * 60 + "!"),  # ~1.6^60 steps
+            state("r2", "failed", 1, run_name="aaaa"),
+        ),
+        origin="push",
+    )
+    started = time.monotonic()
+    Sensor(slow, store).run_once()
+    assert time.monotonic() - started < 30  # not the hours `re` would take
+    assert fired_runs(store) == ["r2"]
+    (kept,) = store.quarantined()
+    assert "RegexTimeout: the regular expression '^(a|aa)+$' took more than 0.1 s" in kept.error
+
+
+def test_values_whose_squares_overflow_do_not_count_and_warn_nothing() -> None:
+    import warnings
+
+    from prefect_ml_automations.automations import Automation
+    from prefect_ml_automations.evaluator import Evaluator
+
+    def automation(event: dict[str, Any]) -> Automation:
+        return Automation.model_validate(
+            {
+                "name": event["type"],
+                "scope": {"project": "p"},
+                "event": event,
+                "cooldown": 0,
+                "action": {"type": "no_op"},
+            }
+        )
+
+    zscore = automation({"type": "RUN_METRIC_ZSCORE", "metric": "acc", "threshold": 1})
+    change = automation(
+        {
+            "type": "RUN_METRIC_CHANGE",
+            "metric": "acc",
+            "current_window": 1,
+            "prior_window": 1,
+            "amount": 0.1,
+            "direction": "any",
+        }
+    )
+
+    def runs(scale: float) -> list[Event]:
+        return events(*(metric(f"r{r}", 0, (100 if r == 4 else r) * scale, r) for r in range(5)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's overflow warnings included
+        assert len(Evaluator([zscore]).evaluate(runs(1e140)).firings) == 3
+        assert Evaluator([zscore]).evaluate(runs(1e160)).firings == []  # not counted
+        tiny_then_huge = events(metric("r", 0, 1e-300, 0), metric("r", 1, 1e150, 1))
+        assert Evaluator([change]).evaluate(tiny_then_huge).firings == []  # change = inf
+
+
+def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    file = tmp_path / "automations.yaml"
+    file.write_text(
+        "automations:\n  - {name: f, scope: {project: p}, event: {type: RUN_STATE, states: [failed]},"
+        " action: {type: no_op}}\n"
+    )
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_text(
+        "".join(json.dumps(state(f"r{i}", "failed", i % 50)) + "\n" for i in range(5000))
+    )
+    command = [sys.executable, "-m", "prefect_ml_automations.cli", "evaluate", str(file)]
+    done = subprocess.run(
+        f"set -o pipefail; {' '.join(command)} {events_file} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+        executable="/bin/bash",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('{"firing_id":')
+    assert "Traceback" not in done.stderr
+    assert "BrokenPipe" not in done.stderr

@@ -78,10 +78,42 @@ class StrictModel(BaseModel):
         return value
 
 
+#: How long one match of a user's regex may take. A pattern with nested repeats (`(a+)+$`)
+#: backtracks exponentially on a crafted name; past this it is an error, so the event that
+#: carries the name is quarantined instead of holding the sensor for hours.
+REGEX_TIMEOUT = 0.1
+
+
+class RegexTimeout(ValueError):
+    """A regex took longer than `REGEX_TIMEOUT` on one text."""
+
+
+class BoundedRegex:
+    """A user's regex with Python's `re` semantics, each search bounded in time (the `regex`
+    module's `timeout`; Python's `re` has none)."""
+
+    def __init__(self, pattern: str) -> None:
+        import regex
+
+        re.compile(pattern)  # the messages users know, for a pattern that does not compile
+        self.pattern = pattern
+        self._compiled = regex.compile(pattern, flags=regex.VERSION0)
+
+    def search(self, text: str) -> bool:
+        try:
+            return self._compiled.search(text, timeout=REGEX_TIMEOUT) is not None
+        except TimeoutError:
+            raise RegexTimeout(
+                f"the regular expression {shown(self.pattern)} took more than "
+                f"{REGEX_TIMEOUT:g} s on {shown(text, limit=40)} ({len(text)} characters); "
+                "simplify it (nested repeats such as (a+)+ backtrack exponentially)"
+            ) from None
+
+
 @lru_cache(maxsize=4096)
-def compiled(pattern: str) -> re.Pattern[str]:
+def compiled(pattern: str) -> BoundedRegex:
     """The compiled form of a regex that was validated when the config was loaded."""
-    return re.compile(pattern)
+    return BoundedRegex(pattern)
 
 
 def _check_regex(pattern: str) -> str:

@@ -426,8 +426,10 @@ class RunMetricChange(MetricTrigger):
         change = current - prior
         if self.change_type == "relative":
             # With a prior of exactly 0 the relative change is undefined: NaN never fires.
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 change = np.where(prior == 0, np.nan, change / np.abs(prior))
+        # A change too large for a float (a prior of 1e-300) is no number to report: NaN.
+        change = np.where(np.isfinite(change), change, np.nan)
         return Measurement(change, _beyond(change, self.amount, self.direction))
 
     def undefined_reason(self) -> str:

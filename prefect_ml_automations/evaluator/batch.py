@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from prefect_ml_automations.events import (
+    MAX_VALUE,
     ArtifactEvent,
     Event,
     MetricEvent,
@@ -175,7 +176,7 @@ class EventBatch:
         ts_a = np.asarray(ts, np.int64)
         step_a = np.asarray(step, np.int64)
         value_a = np.asarray(value, np.float64)
-        value_a = np.where(np.isfinite(value_a), value_a, np.nan)
+        value_a = np.where(np.abs(value_a) <= MAX_VALUE, value_a, np.nan)  # NaN, ±inf: out too
         missing = np.full(n, -1, np.int32)
         columns = RunColumns(
             arrival=np.arange(n, dtype=np.int64),

@@ -84,7 +84,7 @@ from prefect_ml_automations.automations import (
 from prefect_ml_automations.errors import BadInputError
 from prefect_ml_automations.evaluator.batch import NO_TIME, EventBatch, RunColumns
 from prefect_ml_automations.evaluator.engine import metric_windows
-from prefect_ml_automations.events import Event, MetricEvent, is_system_metric
+from prefect_ml_automations.events import MAX_VALUE, Event, MetricEvent, is_system_metric
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -595,7 +595,8 @@ class _FrameColumns:
             values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         else:  # values of any kind (as trackers log images under metric keys): one by one
             values = np.fromiter(map(_number, column.to_numpy(object)), np.float64, len(column))
-        counted: F64 = np.where(np.isfinite(values), values, np.nan)
+        with np.errstate(invalid="ignore"):  # (NaN compared)
+            counted: F64 = np.where(np.abs(values) <= MAX_VALUE, values, np.nan)
         return counted
 
     def order(self, rows: I64 | None, system: Bool, ts: I64) -> I64:
@@ -640,8 +641,11 @@ def _number(value: object) -> float:
     if isinstance(value, int | float | np.integer | np.floating) and not isinstance(
         value, bool | np.bool_
     ):
-        number = float(value)
-        return number if math.isfinite(number) else math.nan
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float (10**400)
+            return math.nan
+        return number if abs(number) <= MAX_VALUE else math.nan
     return math.nan
 
 
