@@ -295,6 +295,8 @@ class _GuardedConstructor(SafeConstructor):
     written twice in one mapping (PyYAML would keep the last one silently: a typo's trap)."""
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, MappingNode):  # `!!set 1`: PyYAML's own error says what is wrong
+            return super().construct_mapping(node, deep=deep)
         first_line: dict[str, int] = {}
         for key_node, _ in node.value:  # as written: before `<<` merges are flattened in
             if not isinstance(key_node, ScalarNode) or key_node.tag.endswith(":merge"):

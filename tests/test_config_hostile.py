@@ -820,6 +820,8 @@ bombs = st.builds(billion_laughs, levels=st.integers(1, 12), width=st.integers(1
 
 @HOSTILE
 @given(text=st.one_of(yaml_texts, st.text(max_size=200), bombs))
+@example(text="!!set 1")  # a set written as a scalar (found by hypothesis)
+@example(text="a: !!set 1")
 def test_any_text_loads_or_is_refused_with_a_config_error(tmp_path: Path, text: str) -> None:
     _reads_or_is_refused(write(tmp_path, text))
 
