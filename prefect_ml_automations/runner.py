@@ -106,6 +106,7 @@ async def sensor_loop(
 
     wake = wake or asyncio.Event()
     status = service_status(sensor.name)
+    logger.info("sensor %s: started — %s", sensor.name, describe(sensor, interval))
     done = 0
     while cycles is None or done < cycles:
         try:
@@ -135,9 +136,16 @@ async def sensor_loop(
             logger.info("sensor %s: %s", sensor.name, summary(report))
         for error in report.source_errors:
             logger.error("sensor %s: source %s", sensor.name, error)
-        for delivery in report.deliveries:
-            if delivery.failed:
-                logger.error("sensor %s: %s", sensor.name, delivery.describe())
+        for delivery in report.deliveries:  # one line per firing: what its action did
+            log = logger.error if delivery.failed else logger.info
+            log("sensor %s: %s", sensor.name, delivery.describe())
+        if report.quarantined:
+            logger.error(
+                "sensor %s: %d event(s) could not be evaluated and are quarantined "
+                "(`ml-automations quarantine CONFIG` lists them).",
+                sensor.name,
+                report.quarantined,
+            )
         if in_flow_run():
             try:
                 for delivery in report.deliveries:
@@ -149,6 +157,18 @@ async def sensor_loop(
         if cycles is not None and done >= cycles:
             break
         await _idle(sensor.store, wake, interval)
+
+
+def describe(sensor: Sensor, interval: float) -> str:
+    """What a starting sensor watches, in one line (no credentials: the store without them)."""
+    from prefect_ml_automations.redact import safe_url
+
+    sources = ", ".join(s.name for s in sensor.sources) or "none (pushed and ingested events)"
+    count = len(sensor.automations)
+    return (
+        f"{count} automation{'s' if count != 1 else ''}, store {safe_url(sensor.store.url)}, "
+        f"sources: {sources}; polls every {interval:g} s"
+    )
 
 
 def _problem(exc: BaseException) -> str:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
+
+import pytest
 
 from prefect_ml_automations.config import parse_config
 from prefect_ml_automations.runner import sensor_loop
@@ -46,3 +49,47 @@ def test_a_push_wakes_the_idle_loop(tmp_path: Path, prefect_api: str) -> None:
     [row] = sensor.store.history()
     assert row.status == "finished"
     assert elapsed < 5  # woken, not waiting out the 600 s interval
+
+
+def test_the_service_says_what_it_does_one_line_per_firing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = parse_config(
+        {
+            "store": f"sqlite:///{tmp_path}/store.db",
+            "automations": [
+                {
+                    "name": "page-on-failure",
+                    "scope": {"project": "p"},
+                    "event": {"type": "RUN_STATE", "states": ["failed"]},
+                    "action": {"type": "no_op"},
+                }
+            ],
+        },
+        env={},
+    )
+    sensor = Sensor(config, name="talks")
+    sensor.store.put_events(events(state("r1", "failed", 0)), origin="push")
+    logger = logging.getLogger("prefect_ml_automations")
+    # (Prefect's logging config may stop it from reaching the root, where caplog listens.)
+    attach = not logger.propagate
+    if attach:
+        logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="prefect_ml_automations")
+    try:
+        asyncio.run(sensor_loop(sensor, interval=600, cycles=1))
+    finally:
+        if attach:
+            logger.removeHandler(caplog.handler)
+    lines = [record.getMessage() for record in caplog.records]
+    firing_id = sensor.store.history()[0].firing_id
+    assert lines[0] == (
+        f"sensor talks: started — 1 automation, store sqlite:///{tmp_path}/store.db, "
+        "sources: none (pushed and ingested events); polls every 600 s"
+    )
+    assert lines[1] == (
+        "sensor talks: 1 event(s) evaluated, 1 firing(s), 1 action(s) done, 0 failed"
+    )
+    assert lines[2] == (
+        f"sensor talks: Firing {firing_id[:8]} of 'page-on-failure' (run 'r1'): done (ok)."
+    )
