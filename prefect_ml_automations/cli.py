@@ -13,12 +13,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import App, Parameter
 from cyclopts.exceptions import CycloptsError
 
 from prefect_ml_automations.errors import BadInputError, MLAutomationsError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from prefect_ml_automations.store import HistoryRow, StateStore
 
 app = App(
     name="ml-automations",
@@ -60,13 +65,16 @@ def evaluate(
     explain_json: Annotated[
         bool,
         Parameter(
-            help="Print the reasons as JSON records with 'decision' (stdout, after the firings)."
+            help=(
+                "Print every decision as a JSON record with 'decision' ('fired', with its "
+                "firing_id, or 'not_fired', with the reason) on stdout, after the firings."
+            )
         ),
     ] = False,
 ) -> None:
     """Dry run: print the firings the events would cause, as JSON lines; start nothing."""
     from prefect_ml_automations.config import load_config
-    from prefect_ml_automations.dry_run import dry_run, explain_lines
+    from prefect_ml_automations.dry_run import decision_records, dry_run, explain_lines
 
     config = load_config(file)
     since_time = _parse_time(since, "--since") if since is not None else None
@@ -78,8 +86,8 @@ def evaluate(
     for firing in evaluation.firings:
         out.write(firing.to_json() + "\n")
     if explain_json:
-        for skip in evaluation.skips:
-            out.write(json.dumps(skip.to_record()) + "\n")
+        for record in decision_records(evaluation):
+            out.write(json.dumps(record) + "\n")
     if explain:
         for line in explain_lines(config, evaluation):
             print(line, file=sys.stderr)
@@ -234,6 +242,10 @@ def history(
     status: Annotated[
         str | None, Parameter(help="Only this status: pending, finished, failed, skipped.")
     ] = None,
+    firing: Annotated[
+        str | None,
+        Parameter(help="Only this firing: its id, or the id's first characters (at least 4)."),
+    ] = None,
     json_lines: Annotated[
         bool,
         Parameter(
@@ -242,7 +254,7 @@ def history(
         ),
     ] = False,
 ) -> None:
-    """The firing history of a config's state store."""
+    """The firing history of a config's state store: one line per firing, newest last."""
     from prefect_ml_automations.config import load_config
     from prefect_ml_automations.store import StateStore
 
@@ -251,47 +263,187 @@ def history(
             f"--status {status!r} is not a status; use pending, finished, failed or skipped."
         )
     config = load_config(file)
-    rows = StateStore(config.store).history(automation=automation, status=status)
+    store = StateStore(config.store)
+    if firing is not None:
+        one = store.history_of(_firing_id(store, firing, file))
+        rows = [one] if one is not None else []
+        rows = [
+            r
+            for r in rows
+            if (automation is None or r.automation == automation)
+            and (status is None or r.status == status)
+        ]
+    else:
+        rows = store.history(automation=automation, status=status)
     if json_lines:
         for row in rows:
             print(json.dumps(row.to_record()))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table("when", "automation", "event", "subject", "status", "attempts", "detail")
-    for row in rows:
-        detail = row.error or ", ".join(
-            f"{k} {v}" for k, v in json.loads(row.result or "{}").items()
-        )
-        if row.status == "skipped":
-            detail = f"{row.error} ({row.count}×)"
-        table.add_row(
-            row.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+    console = Console()
+    console.print(_history_table(rows, console.width))
+    if firing is not None:
+        for row in rows:
+            for line in _firing_details(row):
+                console.print(line, markup=False, highlight=False)
+
+
+def _history_table(rows: Sequence[HistoryRow], width: int) -> Table:
+    """The history as a table of one line per entry, fitted to `width` columns.
+
+    The id, time, automation, subject, status and detail always show (the last three cut with
+    "…" when the terminal is narrow, never wrapped); the event type and attempt count only where
+    there is room for them."""
+    from rich.table import Table
+    from rich.text import Text
+
+    wide = width >= 120
+    headers = ["id", "when (UTC)", "automation", "event", "subject", "status", "tries", "detail"]
+    cells = [
+        [
+            row.firing_id[:8],
+            f"{row.updated_at.astimezone(UTC):%m-%d %H:%M}",
             row.automation,
             row.firing.event_type if row.firing else "",
             row.subject,
             row.status,
             str(row.attempts),
-            detail,
+            _detail(row),
+        ]
+        for row in rows
+    ]
+    shown = [header for header in headers if wide or header not in ("event", "tries")]
+    natural = {h: max([len(h), *(len(line[headers.index(h)]) for line in cells)]) for h in shown}
+    # Columns are two spaces apart; what the fixed columns leave is shared by the others.
+    room = width - 2 * (len(shown) - 1) - sum(w for h, w in natural.items() if h not in _SHARE)
+    widths = natural | _share(room, {h: natural[h] for h in _SHARE})
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for header in shown:
+        table.add_column(
+            header,
+            width=widths[header],
+            no_wrap=True,
+            overflow="ellipsis",
+            justify="right" if header == "tries" else "left",
         )
-    Console().print(table)
+    for line in cells:
+        table.add_row(*(Text(line[headers.index(h)]) for h in shown))
+    return table
+
+
+#: How the history's wide columns share a narrow terminal: the detail matters most.
+_SHARE = {"automation": 5, "subject": 6, "detail": 9}
+
+
+def _share(room: int, wanted: dict[str, int]) -> dict[str, int]:
+    """Split `room` characters between columns that want `wanted` each, in the `_SHARE`
+    proportions (at least 4 each: "ab…" still says something); what a column does not need
+    goes to the others, the detail first.
+
+    >>> _share(40, {"automation": 13, "subject": 60, "detail": 90})
+    {'automation': 10, 'subject': 12, 'detail': 18}
+    >>> _share(40, {"automation": 5, "subject": 8, "detail": 90})
+    {'automation': 5, 'subject': 8, 'detail': 27}
+    """
+    total = sum(_SHARE.values())
+    widths = {h: min(w, max(4, room * _SHARE[h] // total)) for h, w in wanted.items()}
+    spare = room - sum(widths.values())
+    for header in ("detail", "subject", "automation"):
+        more = max(0, min(spare, wanted[header] - widths[header]))
+        widths[header] += more
+        spare -= more
+    return widths
+
+
+def _detail(row: HistoryRow) -> str:
+    """What a person needs next about an entry, in one line."""
+    if row.status == "skipped":
+        text = f"{row.error} ({row.count}×)"
+    elif row.status == "pending" and row.retry_at is not None:
+        text = f"next try {row.retry_at.astimezone(UTC):%H:%M:%S}; {row.error}"
+    elif row.status == "pending":
+        text = "waiting for the sensor"
+    elif row.error:
+        text = row.error
+    else:
+        text = ", ".join(f"{k} {v}" for k, v in json.loads(row.result or "{}").items()) or "done"
+    return " ".join(text.split())  # one line, whatever the error held
+
+
+def _firing_details(row: HistoryRow) -> list[str]:
+    """One firing in full, for `history --firing`: nothing cut."""
+    lines = [
+        f"firing     {row.firing_id}",
+        f"automation {row.automation}",
+        f"subject    {row.subject}",
+        f"status     {row.status} (attempts: {row.attempts})",
+        f"recorded   {row.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC",
+        f"updated    {row.updated_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC",
+    ]
+    if row.retry_at is not None and row.status == "pending":
+        lines.append(f"next try   after {row.retry_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
+    if row.error:
+        lines.append(f"{'reason' if row.status == 'skipped' else 'error':<10} {row.error}")
+    for key, value in json.loads(row.result or "{}").items():
+        lines.append(f"{key:<10} {value}")
+    return lines
+
+
+def _firing_id(store: StateStore, prefix: str, file: Path) -> str:
+    """The one firing id that starts with `prefix` (at least 4 characters); exit 2 otherwise."""
+    prefix = prefix.strip().lower()
+    if len(prefix) < 4:
+        raise BadInputError(
+            f"Firing id {prefix!r} is too short; give at least its first 4 characters "
+            f"(`ml-automations history {file}` lists them)."
+        )
+    candidates = store.firing_ids_starting(prefix, limit=6)
+    if not candidates:
+        raise BadInputError(
+            f"No firing id starts with {prefix!r}; `ml-automations history {file}` lists them."
+        )
+    if len(candidates) > 1:
+        shown = ", ".join(candidates[:5]) + (", …" if len(candidates) > 5 else "")
+        raise BadInputError(
+            f"Several firing ids start with {prefix!r} ({shown}); give more of the id."
+        )
+    return candidates[0]
 
 
 @app.command
-def retry(file: ConfigFile, firing_id: str) -> None:
-    """Run a failed firing's action again."""
+def retry(
+    file: ConfigFile,
+    firing_id: Annotated[
+        str, Parameter(help="The firing's id, or its first characters (at least 4).")
+    ],
+) -> None:
+    """Run a failed firing's action again, now; exit 0 if it finished, 1 if it failed again."""
     import asyncio
 
     from prefect_ml_automations.config import load_config
     from prefect_ml_automations.sensor import Sensor
 
     config = load_config(file)
-    delivery = asyncio.run(Sensor(config).retry(firing_id))
-    if delivery.status != "finished":
-        raise MLAutomationsError(f"Firing {firing_id} {delivery.status}: {delivery.error}")
-    done = ", ".join(f"{k} {v}" for k, v in (delivery.result or {}).items()) or "done"
-    print(f"Firing {firing_id} finished: {done}.")
+    sensor = Sensor(config)
+    whole = _firing_id(sensor.store, firing_id, file)
+    delivery = asyncio.run(sensor.retry(whole))
+    if delivery.status == "finished":
+        done = ", ".join(f"{k} {v}" for k, v in (delivery.result or {}).items()) or "done"
+        print(f"Firing {whole} finished: {done}.")
+        return
+    error = (delivery.error or "no reason given").rstrip(".")
+    if delivery.status == "pending" and delivery.retry_at is None:  # it did not run at all
+        raise MLAutomationsError(f"Firing {whole} was not run: {error}.")
+    if delivery.retry_at is not None:
+        raise MLAutomationsError(
+            f"Firing {whole} failed again ({error}); the sensor tries it again after "
+            f"{delivery.retry_at.astimezone(UTC):%H:%M:%S} UTC."
+        )
+    raise MLAutomationsError(
+        f"Firing {whole} failed again ({error}); it is not tried again by itself: fix the "
+        f"cause, then `ml-automations retry {file} {whole[:8]}`."
+    )
 
 
 @app.command(name="import-wandb")
@@ -393,6 +545,26 @@ def demo(
     from prefect_ml_automations.flows.demo import run_demo
 
     run_demo(directory)
+
+
+@app.command
+def check(file: ConfigFile) -> None:
+    """`validate`, plus what needs the outside world: the store opens, the receiver has auth,
+    each tracker answers with its credentials, each deployment and notification block exists.
+    One line each, ✓ or ✗ with the fix; exit 2 when any ✗."""
+    import asyncio
+
+    from prefect_ml_automations.checks import run_checks
+    from prefect_ml_automations.config import load_config
+
+    checks = asyncio.run(run_checks(load_config(file)))
+    for one in checks:
+        print(one.line())
+    failed = sum(not c.ok for c in checks)
+    if failed:
+        raise BadInputError(
+            f"{failed} of {len(checks)} check(s) failed; each ✗ line above says how to fix it."
+        )
 
 
 @app.command

@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from prefect_ml_automations.config import AutomationsConfig
 from prefect_ml_automations.decisions import Firing, Skip
@@ -33,6 +34,30 @@ def dry_run(
     builder = BatchBuilder()
     scan_events(events, builder.add, progress=progress)
     return Evaluator(config.automations).evaluate(builder.build(), since=since, explain=explain)
+
+
+def decision_records(evaluation: Evaluation) -> list[dict[str, Any]]:
+    """Every decision as a JSON-ready record: one `fired` per firing (in firing order), then
+    one `not_fired` per reason an automation did not fire for a subject.
+
+    >>> from datetime import UTC, datetime
+    >>> from prefect_ml_automations.evaluator import Evaluation
+    >>> firing = Firing(firing_id="f" * 32, automation="a", event_type="RUN_STATE",
+    ...                 timestamp=datetime(2026, 1, 1, tzinfo=UTC), run_id="r1")
+    >>> [record] = decision_records(Evaluation(firings=[firing], skips=[]))
+    >>> record["decision"], record["subject"], record["firing_id"] == firing.firing_id
+    ('fired', "run 'r1'", True)
+    """
+    fired = [
+        {
+            "decision": "fired",
+            "automation": firing.automation,
+            "subject": firing.subject,
+            "firing_id": firing.firing_id,
+        }
+        for firing in evaluation.firings
+    ]
+    return fired + [skip.to_record() for skip in evaluation.skips]
 
 
 def explain_lines(config: AutomationsConfig, evaluation: Evaluation) -> list[str]:

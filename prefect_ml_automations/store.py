@@ -146,9 +146,12 @@ class HistoryRow:
     count: int
     created_at: datetime
     updated_at: datetime
+    #: A pending firing whose last attempt failed: not tried again before then.
+    retry_at: datetime | None = None
 
     def to_record(self) -> dict[str, Any]:
-        """The SPEC §4 record with `status`, `attempts`, `error`, `flow_run_id`."""
+        """The SPEC §4 record with `status`, `attempts`, `error`, `flow_run_id` (and
+        `retry_at` while a failed attempt waits to be tried again)."""
         if self.firing is None:
             return {
                 "firing_id": self.firing_id,
@@ -164,6 +167,8 @@ class HistoryRow:
             record["error"] = self.error
         if self.result:
             record.update(json.loads(self.result))
+        if self.retry_at is not None:
+            record["retry_at"] = self.retry_at.astimezone(UTC).isoformat()
         return record
 
 
@@ -523,22 +528,44 @@ class StateStore:
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
-            return [
-                HistoryRow(
-                    firing_id=row.firing_id,
-                    automation=row.automation,
-                    subject=row.subject,
-                    firing=None if row.status == "skipped" else Firing.from_stored(row.record),
-                    status=row.status,
-                    attempts=row.attempts,
-                    error=row.error,
-                    result=row.result,
-                    count=row._mapping["count"],
-                    created_at=_aware(row.created_at),  # type: ignore[arg-type]
-                    updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
-                )
-                for row in connection.execute(query)
-            ]
+            return [_history_row(row) for row in connection.execute(query)]
+
+    def history_of(self, firing_id: str) -> HistoryRow | None:
+        """The history entry of one firing (by its whole id), or None."""
+        query = sa.select(firings).where(firings.c.firing_id == firing_id)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else _history_row(row)
+
+    def firing_ids_starting(self, prefix: str, limit: int | None = None) -> list[str]:
+        """The ids of the firings (held-back entries included) that start with `prefix`,
+        sorted: what a person who typed the first characters of an id may have meant."""
+        query = (
+            sa.select(firings.c.firing_id)
+            .where(firings.c.firing_id.startswith(prefix, autoescape=True))
+            .order_by(firings.c.firing_id)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
+
+
+def _history_row(row: Any) -> HistoryRow:
+    return HistoryRow(
+        firing_id=row.firing_id,
+        automation=row.automation,
+        subject=row.subject,
+        firing=None if row.status == "skipped" else Firing.from_stored(row.record),
+        status=row.status,
+        attempts=row.attempts,
+        error=row.error,
+        result=row.result,
+        count=row._mapping["count"],
+        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
+        retry_at=_aware(row.retry_at),
+    )
 
 
 class Cycle:
