@@ -250,7 +250,8 @@ def history(
         bool,
         Parameter(
             name="--json",
-            help="One SPEC §4 record per line (with status, attempts, error, flow_run_id).",
+            help="One firing record per line (docs/evaluation.md), with status, attempts, "
+            "error, flow_run_id.",
         ),
     ] = False,
 ) -> None:

@@ -53,3 +53,13 @@ def test_a_new_user_runs_the_demo_from_a_fresh_clone_and_venv(tmp_path: Path) ->
     ):
         assert automation in output
     assert (clone / "ml-automations-demo" / "ml-automations.db").exists()  # left for `history`
+
+
+def test_the_readme_cites_only_what_the_repository_holds() -> None:
+    """No "SPEC §3" (a document users do not have); every relative link leads to a file here."""
+    readme = (ROOT / "README.md").read_text()
+    assert "SPEC §" not in readme
+    links = re.findall(r"\]\(((?!https?://|#)[^)#]+)(?:#[^)]*)?\)", readme)
+    assert "docs/evaluation.md" in links
+    for link in links:
+        assert (ROOT / link).exists(), f"README links {link}, which is not in the repository"
