@@ -140,8 +140,12 @@ def run(
             raise MLAutomationsError(state.message or "The sensor cycle failed.")
         return
     from prefect_ml_automations.flows import sensor_service
+    from prefect_ml_automations.flows.sensor import STOP_ON_SIGNALS
 
+    STOP_ON_SIGNALS.set(True)  # SIGTERM and Ctrl-C stop the loop between cycles
+    _service_logging()
     asyncio.run(sensor_service(str(file), interval=interval))
+    print("stopped.", file=sys.stderr)
 
 
 @app.command
@@ -166,6 +170,7 @@ def receive(
     _check_interval(interval)
     if insecure and host not in ("127.0.0.1", "localhost", "::1"):
         raise BadInputError(f"--insecure is for loopback only; listen on 127.0.0.1, not {host!r}.")
+    _service_logging()
     serve_receiver(
         str(file),
         config,
@@ -622,6 +627,13 @@ def shown_url(url: str) -> str:
     from prefect_ml_automations.redact import safe_url
 
     return safe_url(url)
+
+
+def _service_logging() -> None:
+    """A service says what it does: its start, each busy cycle, each firing (INFO)."""
+    import logging
+
+    logging.getLogger("prefect_ml_automations").setLevel(logging.INFO)
 
 
 def _check_interval(interval: float) -> None:

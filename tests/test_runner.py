@@ -93,3 +93,37 @@ def test_the_service_says_what_it_does_one_line_per_firing(
     assert lines[2] == (
         f"sensor talks: Firing {firing_id[:8]} of 'page-on-failure' (run 'r1'): done (ok)."
     )
+
+
+def test_sigterm_and_ctrl_c_stop_the_service_cleanly(tmp_path: Path, prefect_api: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    file = tmp_path / "automations.yaml"
+    file.write_text(
+        "automations:\n  - {name: f, scope: {project: p}, event: {type: RUN_STATE, states: [failed]},"
+        " action: {type: no_op}}\n"
+    )
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    command = [sys.executable, "-m", "prefect_ml_automations.cli", "run", str(file)]
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        service = subprocess.Popen(
+            [*command, "--interval", "1"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert service.stdout is not None
+        for line in service.stdout:  # wait until it says it started
+            if "started —" in line:
+                break
+        service.send_signal(sig)
+        rest = service.stdout.read()
+        assert service.wait(timeout=60) == 0, rest
+        assert f"sensor default: stopped ({sig.name})." in rest
+        assert rest.rstrip().endswith("stopped.") or "stopped.\n" in rest
+        assert "Traceback" not in rest
+        assert "Crash detected" not in rest

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -196,7 +197,46 @@ async def sensor_service(
     # A store that is down when the service starts is waited for, as one that goes down later.
     worker = Sensor(config, StateStore(config.store, wait=True), name=sensor)
     async with heartbeats(worker.store, sensor):
-        await sensor_loop(worker, interval=interval, wake=wake_event(sensor), block_ids=block_ids)
+        looping = sensor_loop(
+            worker, interval=interval, wake=wake_event(sensor), block_ids=block_ids
+        )
+        if STOP_ON_SIGNALS.get():
+            await until_signalled(looping, sensor)
+        else:
+            await looping
+
+
+#: Set by `ml-automations run`, whose process is the service: SIGTERM and Ctrl-C then stop the
+#: loop between cycles (a cycle in flight finishes or rolls back) and the flow run completes —
+#: instead of Prefect's engine crashing the run. (Under `receive`, uvicorn owns the signals.)
+STOP_ON_SIGNALS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "stop_on_signals", default=False
+)
+
+
+async def until_signalled(looping: Any, sensor: str) -> None:
+    """Run the loop until SIGTERM or SIGINT, then stop it cleanly."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(looping)
+    received: list[str] = []
+
+    def stop(name: str) -> None:
+        received.append(name)
+        task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig.name)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        get_run_logger().info("sensor %s: stopped (%s).", sensor, received[0])
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 #: How often a sensor flow run says it is alive, and after how long without that it is dead.
