@@ -9,20 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from prefect_ml_automations.config import parse_config
+from prefect_ml_automations.config import AutomationsConfig, parse_config
 from prefect_ml_automations.runner import sensor_loop
 from prefect_ml_automations.sensor import Sensor
 
 from .conftest import events, state
 
 
-def test_a_push_wakes_the_idle_loop(tmp_path: Path, prefect_api: str) -> None:
-    config = parse_config(
+def on_failed_runs(tmp_path: Path, name: str) -> AutomationsConfig:
+    """One automation, a no-op on every failed run of project p, with a SQLite store."""
+    return parse_config(
         {
             "store": f"sqlite:///{tmp_path}/store.db",
             "automations": [
                 {
-                    "name": "a",
+                    "name": name,
                     "scope": {"project": "p"},
                     "event": {"type": "RUN_STATE", "states": ["failed"]},
                     "action": {"type": "no_op"},
@@ -31,6 +32,10 @@ def test_a_push_wakes_the_idle_loop(tmp_path: Path, prefect_api: str) -> None:
         },
         env={},
     )
+
+
+def test_a_push_wakes_the_idle_loop(tmp_path: Path, prefect_api: str) -> None:
+    config = on_failed_runs(tmp_path, "a")
     sensor = Sensor(config)
 
     async def scenario() -> float:
@@ -54,20 +59,7 @@ def test_a_push_wakes_the_idle_loop(tmp_path: Path, prefect_api: str) -> None:
 def test_the_service_says_what_it_does_one_line_per_firing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = parse_config(
-        {
-            "store": f"sqlite:///{tmp_path}/store.db",
-            "automations": [
-                {
-                    "name": "page-on-failure",
-                    "scope": {"project": "p"},
-                    "event": {"type": "RUN_STATE", "states": ["failed"]},
-                    "action": {"type": "no_op"},
-                }
-            ],
-        },
-        env={},
-    )
+    config = on_failed_runs(tmp_path, "page-on-failure")
     sensor = Sensor(config, name="talks")
     sensor.store.put_events(events(state("r1", "failed", 0)), origin="push")
     logger = logging.getLogger("prefect_ml_automations")
