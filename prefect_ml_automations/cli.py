@@ -672,6 +672,12 @@ def _progress(what: str) -> Iterator[Callable[[int], None] | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (also used by the console script)."""
+    import os
+
+    # With no PREFECT_API_URL, Prefect starts a temporary server of its own, which then logs an
+    # ERROR per start when it can not send usage data (offline machines, CI). Unless the user
+    # chose otherwise, that server keeps its analytics to itself.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         app(
             list(sys.argv[1:] if argv is None else argv),
@@ -689,16 +695,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # Output into `head` or `less` that closed early: nothing more to say, and nothing to
         # flush into the closed pipe at exit either.
-        import os
-
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
     except Exception as exc:  # a bug of ours, or a failure nobody foresaw: no traceback for users
-        import os
-
         from sqlalchemy.exc import SQLAlchemyError
 
         from prefect_ml_automations.store import store_problem

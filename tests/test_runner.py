@@ -119,3 +119,26 @@ def test_sigterm_and_ctrl_c_stop_the_service_cleanly(tmp_path: Path, prefect_api
         assert rest.rstrip().endswith("stopped.") or "stopped.\n" in rest
         assert "Traceback" not in rest
         assert "Crash detected" not in rest
+
+
+def test_a_command_that_starts_prefects_own_server_prints_no_telemetry_error(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    file = tmp_path / "automations.yaml"
+    file.write_text("automations: []\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # Prefect's temporary server, offline
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect_ml_automations.cli", "run", str(file), "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "telemetry" not in (done.stdout + done.stderr).lower()
