@@ -106,12 +106,13 @@ def ingest(
     """Put a file of events into the inbox the sensor reads (all of them, or none)."""
     from prefect_ml_automations.config import load_config
     from prefect_ml_automations.events import read_events
+    from prefect_ml_automations.redact import safe_url
     from prefect_ml_automations.store import StateStore
 
     config = load_config(file)
     count = StateStore(config.store).put_events(read_events(events), origin="ingest")
     print(
-        f"{count} event{'s' if count != 1 else ''} put into the inbox of {shown_url(config.store)}."
+        f"{count} event{'s' if count != 1 else ''} put into the inbox of {safe_url(config.store)}."
     )
 
 
@@ -593,6 +594,7 @@ def quarantine(
 ) -> None:
     """Events a sensor accepted but could not evaluate, each kept with its error."""
     from prefect_ml_automations.config import load_config
+    from prefect_ml_automations.redact import safe_url
     from prefect_ml_automations.store import StateStore
 
     for wrong in [i for i in ids or () if not 1 <= i < 2**63]:
@@ -604,14 +606,14 @@ def quarantine(
     store = StateStore(config.store)
     if redrive:
         count = store.redrive(ids)
-        print(f"{count} event(s) put back into the inbox of {shown_url(config.store)}.")
+        print(f"{count} event(s) put back into the inbox of {safe_url(config.store)}.")
         return
     rows = [q for q in store.quarantined() if ids is None or q.id in ids]
     if json_lines:
         for row in rows:
             print(json.dumps(row.to_record()))
         return
-    print(f"{len(rows)} event(s) in the quarantine of {shown_url(config.store)}.")
+    print(f"{len(rows)} event(s) in the quarantine of {safe_url(config.store)}.")
     for row in rows:
         print(f"#{row.id} {row.quarantined_at:%Y-%m-%d %H:%M:%S} ({row.origin}): {row.error}")
         print(f"    {row.body if len(row.body) <= 300 else row.body[:300] + '…'}")
@@ -620,13 +622,6 @@ def quarantine(
             f"Once fixed: ml-automations quarantine {file} --redrive  "
             "(puts them back into the inbox)."
         )
-
-
-def shown_url(url: str) -> str:
-    """A store URL as messages show it: no credentials, no query."""
-    from prefect_ml_automations.redact import safe_url
-
-    return safe_url(url)
 
 
 def _service_logging() -> None:

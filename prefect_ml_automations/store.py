@@ -353,7 +353,7 @@ class StateStore:
 
     def beat(self, flow_run_id: str, sensor: str, now: datetime) -> None:
         """A sensor flow run is alive (first call: it started)."""
-        statement = _insert_for(self.engine)(sensor_runs).values(
+        statement = _insert(self.engine)(sensor_runs).values(
             flow_run_id=flow_run_id, sensor=sensor, started_at=now, heartbeat_at=now
         )
         with self.engine.begin() as connection:
@@ -796,12 +796,8 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-def _insert(connection: Connection) -> Any:
-    """The dialect's INSERT, which knows ON CONFLICT DO NOTHING."""
-    return _insert_for(connection)
-
-
-def _insert_for(bind: Connection | Engine) -> Any:
+def _insert(bind: Connection | Engine) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT DO NOTHING / DO UPDATE."""
     if bind.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
