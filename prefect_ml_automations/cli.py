@@ -122,6 +122,9 @@ def run(
     *,
     once: Annotated[bool, Parameter(help="One cycle, as a Prefect flow run, then exit.")] = False,
     interval: Annotated[float, Parameter(help="Seconds between polls of the sources.")] = 30.0,
+    verbose: Annotated[
+        bool, Parameter(help="Also show Prefect's tracebacks for expected failures.")
+    ] = False,
 ) -> None:
     """The sensor: evaluate new events, record firings, run their actions."""
     import asyncio
@@ -130,6 +133,7 @@ def run(
 
     load_config(file)  # bad input fails here, before anything starts
     _check_interval(interval)
+    _service_logging(verbose)
     if once:
         from prefect_ml_automations.flows import sensor_cycle
 
@@ -143,8 +147,7 @@ def run(
     from prefect_ml_automations.flows import sensor_service
     from prefect_ml_automations.flows.sensor import STOP_ON_SIGNALS
 
-    STOP_ON_SIGNALS.set(True)  # SIGTERM and Ctrl-C stop the loop between cycles
-    _service_logging()
+    STOP_ON_SIGNALS.set(lambda _: None)  # SIGTERM and Ctrl-C stop the loop between cycles
     asyncio.run(sensor_service(str(file), interval=interval))
     print("stopped.", file=sys.stderr)
 
@@ -162,6 +165,9 @@ def receive(
         bool, Parameter(help="Also run the sensor here, woken by each push (--no-sensor: not).")
     ] = True,
     interval: Annotated[float, Parameter(help="Seconds between sensor polls.")] = 30.0,
+    verbose: Annotated[
+        bool, Parameter(help="Also show Prefect's tracebacks for expected failures.")
+    ] = False,
 ) -> None:
     """The push receiver: POST /events into the inbox (and, by default, the sensor)."""
     from prefect_ml_automations.config import load_config
@@ -171,8 +177,8 @@ def receive(
     _check_interval(interval)
     if insecure and host not in ("127.0.0.1", "localhost", "::1"):
         raise BadInputError(f"--insecure is for loopback only; listen on 127.0.0.1, not {host!r}.")
-    _service_logging()
-    serve_receiver(
+    _service_logging(verbose)
+    stopped_by = serve_receiver(
         str(file),
         config,
         host=host,
@@ -181,6 +187,12 @@ def receive(
         with_sensor=sensor,
         interval=interval,
     )
+    if stopped_by is None:  # not stopped by a signal: the server could not go on (it said why)
+        raise MLAutomationsError(
+            f"The receiver could not listen on {host}:{port}, or stopped by itself; the lines "
+            "above say why."
+        )
+    print("stopped.", file=sys.stderr)
 
 
 @app.command
@@ -624,11 +636,29 @@ def quarantine(
         )
 
 
-def _service_logging() -> None:
-    """A service says what it does: its start, each busy cycle, each firing (INFO)."""
+def _service_logging(verbose: bool = False) -> None:
+    """A service says what it does: its start, each busy cycle, each firing (INFO); and Prefect's
+    engine does not repeat an expected failure with a traceback (unless `verbose`)."""
     import logging
 
     logging.getLogger("prefect_ml_automations").setLevel(logging.INFO)
+    if not verbose:
+        for name in ("prefect.task_runs", "prefect.flow_runs"):
+            logging.getLogger(name).addFilter(_expected_failures)
+
+
+def _expected_failures(record: Any) -> bool:
+    """Prefect's engine logs a failed task run with `exc_info`: a traceback for what our own
+    ERROR line already says in one sentence (an action that failed, a tracker that is down), or
+    "NoneType: None" for a returned Failed state. Those records lose the traceback, and the
+    returned-state one (the same words as our line) is dropped; a bug's traceback stays."""
+    error = record.exc_info[1] if record.exc_info else None
+    if record.exc_info and (error is None or isinstance(error, MLAutomationsError)):
+        record.exc_info = None
+        record.exc_text = None
+        if error is None and str(record.msg).startswith("Task run failed with state"):
+            return False
+    return True
 
 
 def _check_interval(interval: float) -> None:

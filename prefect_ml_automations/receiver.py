@@ -200,7 +200,18 @@ def create_app(
         )
 
     @app.exception_handler(RequestProblem)
-    async def _problem(_: Request, exc: RequestProblem) -> JSONResponse:
+    async def _problem(request: Request, exc: RequestProblem) -> JSONResponse:
+        # A sender whose webhook is misconfigured learns from the answer; the person running the
+        # receiver, from this line.
+        client = request.client.host if request.client else "?"
+        logger.warning(
+            "receiver: %d for %s %s from %s: %s",
+            exc.status,
+            request.method,
+            request.url.path,
+            client,
+            str(exc)[:300],
+        )
         content: dict[str, Any] = {"error": str(exc)}
         if exc.problems:
             content["problems"] = exc.problems

@@ -520,6 +520,23 @@ def test_an_event_the_prefect_api_did_not_take_is_a_retryable_failure() -> None:
     )
 
 
+def test_with_no_prefect_api_and_no_temporary_server_an_event_is_not_sent() -> None:
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_ALLOW_EPHEMERAL_MODE,
+        temporary_settings,
+    )
+
+    settings = {PREFECT_API_URL: None, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE: False}
+    with temporary_settings(settings), pytest.raises(ActionError) as caught:  # type: ignore[dict-item]
+        deliver({"type": "emit_event"})
+    assert caught.value.retryable is False
+    assert str(caught.value) == (
+        "The Prefect event 'ml.automation.fired' was not sent: no Prefect API is configured. "
+        "Set PREFECT_API_URL (for example http://127.0.0.1:4200/api) or log in to Prefect Cloud."
+    )
+
+
 def test_the_sensors_own_events_are_confirmed_or_a_warning(
     prefect_api: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -140,3 +140,100 @@ def test_without_a_token_the_receiver_refuses_to_start_unless_insecure(store: St
     assert (
         open_client.post("/events", content=json.dumps(state("r1", "failed", 0))).status_code == 202
     )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_receive_says_what_it_does_and_stops_cleanly_on_a_signal(
+    tmp_path: Path, prefect_api: str, signal_name: str
+) -> None:
+    """A person runs `receive`, pushes a failed run, then stops it with SIGTERM or Ctrl-C: its
+    log names the address, the firing and the refusal; it exits 0 with no traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    file = tmp_path / "automations.yaml"
+    file.write_text(
+        'receiver: {token: "t0ken-t0ken"}\nautomations:\n  - {name: page-on-failure, '
+        "scope: {project: p}, event: {type: RUN_STATE, states: [failed]}, action: {type: no_op}}\n"
+    )
+    port = _free_port()
+    service = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "prefect_ml_automations.cli", "receive", str(file)),
+            *("--port", str(port), "--interval", "600"),
+        ],
+        env={**os.environ, "PREFECT_API_URL": prefect_api},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert service.stdout is not None
+    seen: list[str] = []
+    try:
+        for line in service.stdout:  # the sensor beside it has started: push
+            seen.append(line)
+            if "sensor default: started" in line:
+                break
+        base = f"http://127.0.0.1:{port}/events"
+        assert httpx.post(base, json={}).status_code == 401
+        pushed = httpx.post(
+            base,
+            headers={"Authorization": "Bearer t0ken-t0ken"},
+            json=state("r7", "failed", 0),
+        )
+        assert pushed.json() == {"accepted": 1}
+        for line in service.stdout:
+            seen.append(line)
+            if "Firing " in line:
+                break
+        service.send_signal(getattr(signal, signal_name))
+        rest = service.stdout.read()
+        service.wait(timeout=60)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    log = "".join(seen) + rest
+    assert service.returncode == 0, log
+    assert f"receiver: listening on http://127.0.0.1:{port} " in log
+    assert "auth: bearer token" in log
+    assert "receiver: 401 for POST /events from 127.0.0.1: Missing or wrong bearer token" in log
+    assert "of 'page-on-failure' (run 'r7'): done (ok)." in log
+    assert f"sensor default: stopped ({signal_name})." in rest
+    assert f"receiver: stopped ({signal_name})." in rest
+    assert rest.rstrip().splitlines()[-1].endswith("stopped.") or "\nstopped.\n" in rest
+    assert "Traceback" not in log
+    assert "Crash detected" not in log
+    assert "t0ken-t0ken" not in log
+
+
+def test_receive_on_a_port_in_use_says_so_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from prefect_ml_automations.cli import main
+
+    file = tmp_path / "automations.yaml"
+    file.write_text('receiver: {token: "t0ken-t0ken"}\nautomations: []\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["receive", str(file), "--port", str(port), "--no-sensor"])
+    assert code == 1
+    assert capsys.readouterr().err.endswith(
+        f"error: The receiver could not listen on 127.0.0.1:{port}, or stopped by itself; "
+        "the lines above say why.\n"
+    )

@@ -121,15 +121,26 @@ def test_sigterm_and_ctrl_c_stop_the_service_cleanly(tmp_path: Path, prefect_api
         assert "Crash detected" not in rest
 
 
-def test_a_command_that_starts_prefects_own_server_prints_no_telemetry_error(
+def test_with_prefects_own_temporary_server_no_telemetry_error_and_events_are_sent(
     tmp_path: Path,
 ) -> None:
+    """No PREFECT_API_URL: Prefect starts a temporary server for the run; the run prints no
+    'Failed to send telemetry' ERROR, and a firing's Prefect event goes to that server."""
+    import json
     import os
     import subprocess
     import sys
 
+    from prefect_ml_automations.cli import main
+
     file = tmp_path / "automations.yaml"
-    file.write_text("automations: []\n")
+    file.write_text(
+        "automations:\n  - {name: page-on-failure, scope: {project: p}, "
+        "event: {type: RUN_STATE, states: [failed]}, action: {type: emit_event}}\n"
+    )
+    inbox = tmp_path / "events.jsonl"
+    inbox.write_text(json.dumps(state("r1", "failed", 0)) + "\n")
+    assert main(["ingest", str(file), str(inbox)]) == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # Prefect's temporary server, offline
     done = subprocess.run(
@@ -141,4 +152,75 @@ def test_a_command_that_starts_prefects_own_server_prints_no_telemetry_error(
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == {"events": 1, "fired": 1, "finished": 1, "failed": 0}
     assert "telemetry" not in (done.stdout + done.stderr).lower()
+    assert "was not sent" not in done.stderr
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "--verbose"])
+def test_an_expected_failure_is_one_sentence_not_a_traceback(
+    tmp_path: Path, prefect_api: str, verbose: bool
+) -> None:
+    """A webhook that can not be reached is an expected failure: `run --once` says so in its
+    ERROR lines and exits 1, without Prefect's engine repeating it as a traceback (or the
+    "NoneType: None" of a returned Failed state); `--verbose` shows Prefect's lines as they are."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from prefect_ml_automations.cli import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    file = tmp_path / "automations.yaml"
+    file.write_text(
+        "automations:\n  - {name: page-on-failure, scope: {project: p}, event: {type: RUN_STATE,"
+        f' states: [failed]}}, action: {{type: webhook, url: "http://127.0.0.1:{closed}/hook"}}}}\n'
+    )
+    inbox = tmp_path / "events.jsonl"
+    inbox.write_text(json.dumps(state("r1", "failed", 0)) + "\n")
+    assert main(["ingest", str(file), str(inbox)]) == 0
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "prefect_ml_automations.cli", "run", str(file), "--once"),
+            *(["--verbose"] if verbose else []),
+        ],
+        env={**os.environ, "PREFECT_API_URL": prefect_api},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert json.loads(done.stdout) == {"events": 1, "fired": 1, "finished": 0, "failed": 1}
+    assert "of 'page-on-failure' (run 'r1'): its action failed (attempt 1 of 3" in done.stderr
+    assert done.stderr.count("\nerror: 1 problem(s) in this cycle: Firing ") == 1
+    if verbose:
+        assert "Task run failed with state" in done.stderr
+        assert "NoneType: None" in done.stderr
+    else:
+        assert "Task run failed with state" not in done.stderr
+        assert "NoneType" not in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_only_expected_failures_lose_their_traceback() -> None:
+    from prefect_ml_automations.cli import _expected_failures
+    from prefect_ml_automations.errors import SourceError
+
+    def record(message: str, error: BaseException | None) -> logging.LogRecord:
+        exc_info = (type(error), error, None) if error else (None, None, None)
+        return logging.LogRecord("prefect.task_runs", logging.ERROR, "", 0, message, (), exc_info)
+
+    returned = record("Task run failed with state: Failed(...)", None)
+    assert _expected_failures(returned) is False
+    ours = record("Task run failed with exception: SourceError(...)", SourceError("down"))
+    assert _expected_failures(ours) is True
+    assert ours.exc_info is None
+    bug = record("Task run failed with exception: KeyError(...)", KeyError("x"))
+    assert _expected_failures(bug) is True
+    assert bug.exc_info is not None
+    assert isinstance(bug.exc_info[1], KeyError)

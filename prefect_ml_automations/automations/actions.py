@@ -630,10 +630,16 @@ async def send_event(event: Any, *, timeout: float = EVENT_TIMEOUT) -> None:
     Inside a flow or task run the run's resources are related to the event, as `emit_event` does.
     """
     from prefect.events.clients import get_events_client
-    from prefect.settings import PREFECT_API_URL, get_current_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_ALLOW_EPHEMERAL_MODE,
+        get_current_settings,
+    )
 
     api_url = PREFECT_API_URL.value()
-    if not api_url:
+    # With no API configured, Prefect's events client sends to the temporary server Prefect
+    # starts for the process (as its flow runs do) — unless that mode is switched off.
+    if not api_url and not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
         raise ActionError(
             f"The Prefect event {event.event!r} was not sent: no Prefect API is configured. "
             "Set PREFECT_API_URL (for example http://127.0.0.1:4200/api) or log in to Prefect "
@@ -647,7 +653,7 @@ async def send_event(event: Any, *, timeout: float = EVENT_TIMEOUT) -> None:
             f"Prefect API takes ({maximum}); make its payload smaller.",
             retryable=False,
         )
-    where = safe_url(api_url)
+    where = safe_url(api_url) if api_url else "Prefect's temporary server"
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -200,22 +200,27 @@ async def sensor_service(
         looping = sensor_loop(
             worker, interval=interval, wake=wake_event(sensor), block_ids=block_ids
         )
-        if STOP_ON_SIGNALS.get():
-            await until_signalled(looping, sensor)
+        on_signal = STOP_ON_SIGNALS.get()
+        if on_signal is not None:
+            await until_signalled(looping, sensor, on_signal)
         else:
             await looping
 
 
-#: Set by `ml-automations run`, whose process is the service: SIGTERM and Ctrl-C then stop the
-#: loop between cycles (a cycle in flight finishes or rolls back) and the flow run completes —
-#: instead of Prefect's engine crashing the run. (Under `receive`, uvicorn owns the signals.)
-STOP_ON_SIGNALS: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "stop_on_signals", default=False
+#: Set by the commands whose process is the service (`run`, `receive`): SIGTERM and Ctrl-C then
+#: stop the loop between cycles (a cycle in flight finishes or rolls back) and the flow run
+#: completes, instead of Prefect's engine crashing it. The value is then called with the
+#: signal's name (`receive` stops its HTTP server with it), and stays the process's handler.
+STOP_ON_SIGNALS: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
+    "stop_on_signals", default=None
 )
 
 
-async def until_signalled(looping: Any, sensor: str) -> None:
-    """Run the loop until SIGTERM or SIGINT, then stop it cleanly."""
+async def until_signalled(looping: Any, sensor: str, then: Callable[[str], None]) -> None:
+    """Run the loop until SIGTERM or SIGINT, stop it cleanly, then call `then(signal name)`.
+
+    Prefect's flow engine puts its own SIGTERM handler in place while the flow runs (one that
+    crashes the run); the loop's handlers replace it for as long as the service loops."""
     import signal
 
     loop = asyncio.get_running_loop()
@@ -236,7 +241,9 @@ async def until_signalled(looping: Any, sensor: str) -> None:
         get_run_logger().info("sensor %s: stopped (%s).", sensor, received[0])
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+            loop.add_signal_handler(sig, then, sig.name)  # what the process does from now on
+    if received:
+        then(received[0])
 
 
 #: How often a sensor flow run says it is alive, and after how long without that it is dead.
