@@ -42,6 +42,7 @@ else
 fi
 export PATH="$venv/bin:$PATH"
 export VIRTUAL_ENV="$venv"
+export ML_AUTOMATIONS_DEV_SH="$root/scripts/dev.sh"  # hints name the way you came in
 
 if [ "${1:-}" = "test" ]; then
   shift

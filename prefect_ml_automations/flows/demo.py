@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -251,14 +252,36 @@ def _summary(
             row["automation"], row["event"], row["subject"], action, row.get("flow_run_state") or ""
         )
     console.print(table)
-    ui = api_url.removesuffix("/api")
+    command = _as_typed("ml-automations")
+    # Hints are printed whole (never wrapped into two lines) so that they can be copied.
+    console.print(f"History: {command} history {_as_typed(config)}", markup=False, soft_wrap=True)
+    if api_url == os.environ.get("PREFECT_API_URL"):
+        console.print(
+            f"Prefect UI: {api_url.removesuffix('/api')} — Runs (train-model, deploy-model), "
+            "Artifacts, Events (ml.automation.*), Blocks."
+        )
+        return
     console.print(
-        f"History: ml-automations history {config}\n"
-        f"Prefect UI: {ui} — Runs (train-model, deploy-model), Artifacts, "
-        "Events (ml.automation.*), "
-        f"Blocks. The demo's own server stops now; to look later: "
-        f"PREFECT_HOME={config.parent / '.prefect'} prefect server start"
+        "The demo's Prefect server stops now. To see its runs, artifacts, events "
+        "(ml.automation.*) and blocks later:\n"
+        f"  PREFECT_HOME={_as_typed(config.parent / '.prefect')} {_as_typed('prefect')} "
+        "server start\n  then open http://127.0.0.1:4200",
+        markup=False,
+        soft_wrap=True,
     )
+
+
+def _as_typed(what: str | Path) -> str:
+    """A command or a path as the person who started the demo can type it where they stand:
+    through `scripts/dev.sh` if that is how they started it, paths relative to their folder."""
+    if isinstance(what, Path):
+        with contextlib.suppress(ValueError):
+            return str(what.relative_to(Path.cwd()))
+        return str(what)
+    dev_sh = os.environ.get("ML_AUTOMATIONS_DEV_SH")
+    if dev_sh:
+        return f"bash {_as_typed(Path(dev_sh))} {what}"
+    return what if shutil.which(what) else str(Path(sys.executable).parent / what)
 
 
 def _healthy(api_url: str) -> bool:
