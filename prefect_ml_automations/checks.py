@@ -35,8 +35,10 @@ from prefect_ml_automations.redact import safe_url, scrub
 
 #: Seconds a tracker or the Prefect API has to answer one check.
 TIMEOUT = 30.0
-#: W&B's own `viewer` query (`wandb/apis/internal.py`): who the API key belongs to.
-VIEWER = "query Viewer { viewer { id username } }"
+#: W&B's own query for whom an API key belongs to, as its SDK sends it (`GET_DEFAULT_ENTITY_GQL`
+#: in `wandb/apis/_generated/operations.py`; the answer's type is `GetDefaultEntity` there).
+#: `viewer` is null for a key W&B does not know.
+VIEWER = "query GetDefaultEntity {\n  viewer {\n    id\n    entity\n  }\n}"
 #: Held while the state store or an MLflow store is opened: both may run alembic migrations,
 #: and alembic keeps the running migration in module globals, so two at once (in two threads of
 #: one process) break each other ("no such table", "KeyError: 'script'").
@@ -142,8 +144,8 @@ def _wandb_key(source: WandbSourceSettings) -> str | None:
 async def check_wandb(
     source: WandbSourceSettings, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> Check:
-    """W&B accepts the source's API key: one `viewer` query, `POST <base_url>/graphql` with
-    HTTP Basic `api:<key>`, as the W&B source sends every query."""
+    """W&B accepts the source's API key: one `viewer` query (`VIEWER`), `POST
+    <base_url>/graphql` with HTTP Basic `api:<key>`, as the W&B source sends every query."""
     where = safe_url(source.base_url)
     what = f"source {source.name!r}"
     fix = "set WANDB_API_KEY or the source's api_key"
@@ -199,10 +201,10 @@ async def check_wandb(
         )
     data = body.get("data")
     viewer = data.get("viewer") if isinstance(data, dict) else None
-    username = viewer.get("username") if isinstance(viewer, dict) else None
-    if not username:
+    if not isinstance(viewer, dict):
         return Check(False, what, f"W&B did not recognise the API key; {fix}.")
-    return Check(True, f"{what}: W&B at {where} accepts the API key (user {username!r})")
+    entity = viewer.get("entity")
+    return Check(True, f"{what}: W&B at {where} accepts the API key (entity {entity!r})")
 
 
 async def check_mlflow(source: MLflowSourceSettings) -> Check:

@@ -16,7 +16,7 @@ import pytest
 import respx
 import yaml
 
-from prefect_ml_automations.checks import Check, run_checks
+from prefect_ml_automations.checks import VIEWER, Check, run_checks
 from prefect_ml_automations.config import AutomationsConfig, load_config
 
 WANDB_GRAPHQL = "https://api.wandb.ai/graphql"
@@ -178,6 +178,13 @@ def unused_port() -> int:
 # -- the trackers ------------------------------------------------------------------------------
 
 
+#: W&B's answers to its `GetDefaultEntity` query (`wandb/apis/_generated/get_default_entity.py`
+#: types them; `test_the_fakes_answers_are_wandbs_own_type` checks them against it): the key's
+#: user and default entity — and `viewer: null` for a key it does not know.
+VIEWER_ANSWER = {"data": {"viewer": {"id": "VXNlcjox", "entity": "u"}}}
+UNKNOWN_KEY_ANSWER: dict[str, Any] = {"data": {"viewer": None}}
+
+
 def wandb_viewer(request: httpx.Request) -> httpx.Response:
     """W&B's answer to the `viewer` query: the key's user, or 401 for any other key."""
     import base64
@@ -186,9 +193,28 @@ def wandb_viewer(request: httpx.Request) -> httpx.Response:
     if request.headers.get("authorization") != expected:
         return httpx.Response(401, text="invalid api key " + BAD_KEY)  # W&B may echo it
     query = json.loads(request.content)["query"]
-    assert "viewer" in query
-    return httpx.Response(
-        200, json={"data": {"viewer": {"id": "VXNlcjox", "username": "u", "entity": "u"}}}
+    assert query == VIEWER
+    return httpx.Response(200, json=VIEWER_ANSWER)
+
+
+def test_the_query_is_wandbs_own_and_the_fakes_answers_are_its_type() -> None:
+    from graphql import parse, print_ast
+    from wandb.apis._generated import operations
+    from wandb.apis._generated.get_default_entity import GetDefaultEntity
+
+    assert print_ast(parse(VIEWER)) == print_ast(parse(operations.GET_DEFAULT_ENTITY_GQL))
+    assert GetDefaultEntity.model_validate(VIEWER_ANSWER["data"]).viewer is not None
+    assert GetDefaultEntity.model_validate(UNKNOWN_KEY_ANSWER["data"]).viewer is None
+
+
+def test_a_key_wandb_answers_no_viewer_for_fails(tmp_path: Path) -> None:
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(host="127.0.0.1").pass_through()
+        mock.post(WANDB_GRAPHQL).respond(200, json=UNKNOWN_KEY_ANSWER)
+        found = lines(config(tmp_path, sources=[wandb_source(GOOD_KEY)]))
+    assert about(found, "'team'") == (
+        "✗ source 'team': W&B did not recognise the API key; set WANDB_API_KEY or the "
+        "source's api_key."
     )
 
 
@@ -209,10 +235,10 @@ def wandb_source(key: str | None) -> dict[str, Any]:
     }
 
 
-def test_wandb_accepting_the_key_passes_and_names_the_user(tmp_path: Path, wandb: Any) -> None:
+def test_wandb_accepting_the_key_passes_and_names_the_entity(tmp_path: Path, wandb: Any) -> None:
     found = lines(config(tmp_path, sources=[wandb_source(GOOD_KEY)]))
     assert about(found, "'team'") == (
-        "✓ source 'team': W&B at https://api.wandb.ai accepts the API key (user 'u')"
+        "✓ source 'team': W&B at https://api.wandb.ai accepts the API key (entity 'u')"
     )
     assert wandb.call_count == 1
 
