@@ -8,6 +8,7 @@ alone.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import App, Parameter
 from cyclopts.exceptions import CycloptsError
+from rich.console import Console
 
 from prefect_ml_automations.errors import BadInputError, MLAutomationsError
 
@@ -25,10 +27,23 @@ if TYPE_CHECKING:
 
     from prefect_ml_automations.store import HistoryRow, StateStore
 
+
+class _Console(Console):
+    """Rich's console, quiet when its reader goes away (`--help | head -1`): rich exits 1 then;
+    like every other output of ours into a closed pipe, that is not a failure."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise BrokenPipeError  # main() ends quietly with 0
+
+
 app = App(
     name="ml-automations",
     help="W&B-style Automations for Prefect: start deployments when models, data or runs change.",
     version_flags=["--version"],
+    console=_Console(),
 )
 
 ConfigFile = Annotated[Path, Parameter(help="The config file (YAML): sources and automations.")]
@@ -697,8 +712,6 @@ def _progress(what: str) -> Iterator[Callable[[int], None] | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (also used by the console script)."""
-    import os
-
     # With no PREFECT_API_URL, Prefect starts a temporary server of its own, which then logs an
     # ERROR per start when it can not send usage data (offline machines, CI). Unless the user
     # chose otherwise, that server keeps its analytics to itself.

@@ -856,3 +856,20 @@ def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
     assert done.stdout.startswith('{"firing_id":')
     assert "Traceback" not in done.stderr
     assert "BrokenPipe" not in done.stderr
+
+
+def test_help_into_a_pipe_closed_early_ends_quietly() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        f"set -o pipefail; {sys.executable} -m prefect_ml_automations.cli --help | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+        executable="/bin/bash",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Usage: ml-automations COMMAND\n"
+    assert done.stderr == ""
