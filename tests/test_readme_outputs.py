@@ -213,7 +213,7 @@ def a_deployment_to_start(scratch: Path) -> None:
         "automations:\n  - name: deploy-on-production\n"
         "    scope: {registry: models, collection: churn-classifier}\n"
         '    event: {type: ADD_ARTIFACT_ALIAS, alias: "^production$"}\n'
-        "    action: {type: run_deployment, deployment: deploy-model/production}\n"
+        "    action: {type: run_deployment, deployment: deploy-model/release}\n"
     )
 
 
@@ -223,7 +223,7 @@ def a_source_and_an_automation(scratch: Path) -> None:
         "automations:\n  - name: deploy-on-production\n"
         "    scope: {registry: models, collection: churn-classifier}\n"
         '    event: {type: ADD_ARTIFACT_ALIAS, alias: "^production$"}\n'
-        "    action: {type: run_deployment, deployment: deploy-model/production}\n"
+        "    action: {type: run_deployment, deployment: deploy-model/release}\n"
     )
 
 
