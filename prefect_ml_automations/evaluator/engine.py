@@ -374,6 +374,7 @@ class _MetricPass:
         self.trigger_runs = self.events.row_run[self.rows]
         self._z: dict[int, F64] = {}
         self._zbatch: ZScoreBatch | None = None
+        self._last_row: tuple[I64, I64] | None = None
         return True
 
     def remember(self) -> None:
@@ -473,9 +474,7 @@ class _MetricPass:
         if len(held_back):
             reason = f"held back by the cooldown ({_cooldown_text(automation)})"
             runs, counts = np.unique(self.trigger_runs[held_back], return_counts=True)
-            for run, count in zip(runs.tolist(), counts.tolist(), strict=True):
-                name = self.state.runs.name[run] or self._latest_name(run)
-                subject = run_subject(self.state.runs.keys[run][1], name)
+            for subject, count in zip(self._subjects(runs), counts.tolist(), strict=True):
                 out.skips.append(Skip(automation.name, subject, reason, count, held_back=True))
         if self.explain:
             self._explain(
@@ -574,20 +573,41 @@ class _MetricPass:
             if not mask.any():
                 continue
             runs, counts = np.unique(self.trigger_runs[mask], return_counts=True)
-            for run, count in zip(runs.tolist(), counts.tolist(), strict=True):
-                _, run_id = self.state.runs.keys[run]
-                subject = run_subject(run_id, self.state.runs.name[run] or self._latest_name(run))
+            for run, subject, count in zip(
+                runs.tolist(), self._subjects(runs), counts.tolist(), strict=True
+            ):
                 out.skips.append(Skip(automation.name, subject, reason(run), count))
 
-    def _latest_name(self, run: int) -> str | None:
-        rows = self.rows[self.trigger_runs == run]
-        return self.events.name_at(int(rows[-1])) if len(rows) else None
+    def _subjects(self, runs: I64) -> list[str]:
+        """The runs (sorted codes of runs with trigger points here) in words, each named as the
+        state knows it, else as the batch last named it — looked up for all of them at once."""
+        known = self.state.runs.name[runs]
+        rows = self._last_rows(runs)
+        batch_names = np.array([*self.events.names, None], object)[self.events.name[rows]]
+        names = np.where(known == None, batch_names, known)  # noqa: E711 (elementwise)
+        keys = self.state.runs.keys
+        return [
+            run_subject(keys[run][1], name)
+            for run, name in zip(runs.tolist(), names.tolist(), strict=True)
+        ]
 
     def _filter_reason(self, automation: Automation, run: int) -> str:
         """Why the run filters refused `run`, as the run was last known in the batch."""
-        row = int(self.rows[self.trigger_runs == run][-1])
+        row = int(self._last_rows(np.array([run], np.int64))[0])
         user, name = self.events.user_at(row), self.events.name_at(row)
         return automation.run_filters.admits(user=user, run_name=name) or "filtered out"
+
+    def _last_rows(self, runs: I64) -> I64:
+        """Each of `runs`' last trigger point's row in the batch. The runs with trigger points
+        and their last rows are found in one pass, the first time they are needed."""
+        if self._last_row is None:
+            reverse = self.trigger_runs[::-1]
+            with_points, first_in_reverse = np.unique(reverse, return_index=True)
+            last = self.rows[len(reverse) - 1 - first_in_reverse]
+            self._last_row = (with_points, last)
+        with_points, last = self._last_row
+        found: I64 = last[np.searchsorted(with_points, runs)]
+        return found
 
 
 def metric_windows(
