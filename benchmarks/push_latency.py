@@ -1,18 +1,24 @@
 """From a pushed event to the flow run it starts: latency through the real pieces.
 
-    python benchmarks/push_latency.py [--events 1000] [--gap 0.05]
+    python benchmarks/push_latency.py [--events 1000] [--gap 0.05] [--api URL] [--bare]
 
-Starts a local Prefect server (the test harness), a deployment `deploy-model/production`, and
+Starts a local Prefect server (the test harness, on SQLite) — or uses the one `--api` names
+(say, `prefect server start` on PostgreSQL) —, a deployment `deploy-model/production`, and
 `ml-automations receive` as its own process (receiver + sensor, SQLite store). Then POSTs
 `--events` alias events one after another, `--gap` seconds apart, each moving `production` to a
 new version, and measures for each the time from sending the POST to the creation of its flow
 run (the flow run's `created` time on the server; same machine, same clock).
+
+`--bare` measures the server's own bound instead: the same stream as bare `run_deployment`
+calls (idempotency key, `timeout=0`), one started every `--gap` seconds, no ml-automations at
+all; each call's time until the server answered.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -84,13 +90,89 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--gap", type=float, default=0.05)
+    parser.add_argument("--api", help="a running Prefect server's API URL (default: start one)")
+    parser.add_argument(
+        "--bare", action="store_true", help="bare run_deployment calls: the server's own bound"
+    )
     args = parser.parse_args()
 
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
+    with contextlib.ExitStack() as stack:
+        if args.api:
+            stack.enter_context(temporary_settings({PREFECT_API_URL: args.api}))
+        else:
+            stack.enter_context(prefect_test_harness(server_startup_timeout=120))
+        where = args.api or "a temporary Prefect server (SQLite)"
         deployment = asyncio.run(create_deployment())
+        if args.bare:
+            latencies = asyncio.run(bare(args.events, args.gap))
+            report("bare run_deployment calls answered", latencies, args, where, "call")
+            return
+        sent, runs = pushed(deployment, args)
+    from datetime import datetime
+
+    def latency(run: dict[str, Any]) -> float:
+        created = datetime.fromisoformat(str(run["created"])).timestamp()
+        return created - sent[int(run["parameters"]["model_version"])]
+
+    report("pushed events started their flow run", [latency(run) for run in runs], args, where)
+
+
+def report(
+    what: str, latencies: list[float], args: argparse.Namespace, where: str, measure: str = "push"
+) -> None:
+    latencies = sorted(latencies)
+    if not latencies:
+        print("no flow runs were started")
+        return
+    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    print(
+        f"{len(latencies):,} of {args.events:,} {what}; "
+        f"{measure} → flow run created: p50 {statistics.median(latencies) * 1e3:.0f} ms, "
+        f"p99 {p(0.99) * 1e3:.0f} ms, max {latencies[-1] * 1e3:.0f} ms "
+        f"(one every {args.gap * 1e3:.0f} ms; {where})"
+    )
+
+
+async def bare(events: int, gap: float) -> list[float]:
+    """Each call's time, for the calls the server answered (failures are counted and said)."""
+    from prefect.deployments import run_deployment
+
+    latencies: list[float] = []
+    failed: list[str] = []
+
+    async def one(version: int) -> None:
+        start = time.perf_counter()
+        try:
+            await run_deployment(
+                "deploy-model/production",
+                parameters={"model_version": version},
+                timeout=0,
+                idempotency_key=f"bare-{version}-{start}",
+                as_subflow=False,
+            )
+        except Exception as exc:
+            failed.append(type(exc).__name__)
+            return
+        latencies.append(time.perf_counter() - start)
+
+    calls = []
+    for version in range(1, events + 1):
+        calls.append(asyncio.create_task(one(version)))
+        await asyncio.sleep(gap)
+    await asyncio.gather(*calls)
+    if failed:
+        print(f"{len(failed)} call(s) failed: {', '.join(sorted(set(failed)))}")
+    return latencies
+
+
+def pushed(deployment: Any, args: argparse.Namespace) -> tuple[dict[int, float], list[Any]]:
+    """Push the events through `ml-automations receive`; (send times, the flow runs)."""
+    from prefect.settings import PREFECT_API_URL
+
+    with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp, "automations.yaml")
         config.write_text(CONFIG.format(tmp=tmp))
         port = free_port()
@@ -147,23 +229,7 @@ def main() -> None:
             receiver.terminate()
             receiver.wait(timeout=30)
 
-    from datetime import datetime
-
-    def latency(run: dict[str, Any]) -> float:
-        created = datetime.fromisoformat(str(run["created"])).timestamp()
-        return created - sent[int(run["parameters"]["model_version"])]
-
-    latencies = sorted(latency(run) for run in runs)
-    if not latencies:
-        print("no flow runs were started")
-        return
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
-    print(
-        f"{len(latencies):,} of {args.events:,} pushed events started their flow run; "
-        f"push → flow run created: p50 {statistics.median(latencies) * 1e3:.0f} ms, "
-        f"p99 {p(0.99) * 1e3:.0f} ms, max {latencies[-1] * 1e3:.0f} ms "
-        f"(one push every {args.gap * 1e3:.0f} ms)"
-    )
+    return sent, runs
 
 
 if __name__ == "__main__":
