@@ -66,6 +66,24 @@ def state(run: str, value: str, t: float, **extra: Any) -> dict[str, Any]:
     }
 
 
+def piped_into_head(*args: str) -> Any:
+    """`ml-automations ARGS | head -1` in bash with `pipefail`, so the command's own exit code
+    is the pipeline's: what a person sees who pipes its output into `head`."""
+    import shlex
+    import subprocess
+    import sys
+
+    command = shlex.join([sys.executable, "-m", "prefect_ml_automations.cli", *args])
+    return subprocess.run(
+        f"set -o pipefail; {command} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+        executable="/bin/bash",
+    )
+
+
 def events(*dicts: dict[str, Any]) -> list[Event]:
     return [event_from_dict(d) for d in dicts]
 

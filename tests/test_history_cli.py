@@ -20,7 +20,7 @@ from prefect_ml_automations.decisions import Firing
 from prefect_ml_automations.sensor import Sensor
 from prefect_ml_automations.store import HistoryRow, StateStore, utcnow
 
-from .conftest import events, metric, state
+from .conftest import events, metric, piped_into_head, state
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 HOOK = "https://hooks.example.invalid/x"
@@ -348,20 +348,10 @@ def test_an_empty_history_is_a_header_and_exit_0(
 def test_history_into_a_pipe_closed_early_ends_quietly(
     config_file: Path, store: StateStore, table: bool
 ) -> None:
-    import subprocess
-    import sys
     import uuid
 
     record_firings(store, *(uuid.uuid4().hex for _ in range(5000)))
-    command = [sys.executable, "-m", "prefect_ml_automations.cli", "history", str(config_file)]
-    done = subprocess.run(
-        f"set -o pipefail; {' '.join(command)}{'' if table else ' --json'} | head -1",
-        shell=True,
-        capture_output=True,
-        text=True,
-        check=False,
-        executable="/bin/bash",
-    )
+    done = piped_into_head("history", str(config_file), *([] if table else ["--json"]))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("id " if table else '{"firing_id": ')
     assert done.stderr == ""

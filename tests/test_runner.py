@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,8 +129,6 @@ def test_with_prefects_own_temporary_server_no_telemetry_error_and_events_are_se
     'Failed to send telemetry' ERROR, and a firing's Prefect event goes to that server."""
     import json
     import os
-    import subprocess
-    import sys
 
     from prefect_ml_automations.cli import main
 
@@ -143,18 +142,22 @@ def test_with_prefects_own_temporary_server_no_telemetry_error_and_events_are_se
     assert main(["ingest", str(file), str(inbox)]) == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # Prefect's temporary server, offline
-    done = subprocess.run(
-        [sys.executable, "-m", "prefect_ml_automations.cli", "run", str(file), "--once"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_once(file, env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout) == {"events": 1, "fired": 1, "finished": 1, "failed": 0}
     assert "telemetry" not in (done.stdout + done.stderr).lower()
     assert "was not sent" not in done.stderr
+
+
+def run_once(file: Path, env: dict[str, str], *options: str) -> Any:
+    """`ml-automations run FILE --once [OPTIONS]` as its own process."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "prefect_ml_automations.cli", "run", str(file), "--once"]
+    return subprocess.run(
+        [*command, *options], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 @pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "--verbose"])
@@ -167,8 +170,6 @@ def test_an_expected_failure_is_one_sentence_not_a_traceback(
     import json
     import os
     import socket
-    import subprocess
-    import sys
 
     from prefect_ml_automations.cli import main
 
@@ -183,17 +184,8 @@ def test_an_expected_failure_is_one_sentence_not_a_traceback(
     inbox = tmp_path / "events.jsonl"
     inbox.write_text(json.dumps(state("r1", "failed", 0)) + "\n")
     assert main(["ingest", str(file), str(inbox)]) == 0
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "prefect_ml_automations.cli", "run", str(file), "--once"),
-            *(["--verbose"] if verbose else []),
-        ],
-        env={**os.environ, "PREFECT_API_URL": prefect_api},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    done = run_once(file, env, *(["--verbose"] if verbose else []))
     assert done.returncode == 1, done.stderr[-2000:]
     assert json.loads(done.stdout) == {"events": 1, "fired": 1, "finished": 0, "failed": 1}
     assert "of 'page-on-failure' (run 'r1'): its action failed (attempt 1 of 3" in done.stderr

@@ -37,7 +37,7 @@ from prefect_ml_automations.sensor import Sensor
 from prefect_ml_automations.sources import Poll
 from prefect_ml_automations.store import StateStore, inbox, store_problem, utcnow
 
-from .conftest import events, metric, state
+from .conftest import events, metric, piped_into_head, state
 
 TOKEN = {"Authorization": "Bearer t0k"}
 
@@ -831,9 +831,6 @@ def test_values_whose_squares_overflow_do_not_count_and_warn_nothing() -> None:
 
 
 def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     file = tmp_path / "automations.yaml"
     file.write_text(
         "automations:\n  - {name: f, scope: {project: p}, event: {type: RUN_STATE, states: [failed]},"
@@ -843,15 +840,7 @@ def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
     events_file.write_text(
         "".join(json.dumps(state(f"r{i}", "failed", i % 50)) + "\n" for i in range(5000))
     )
-    command = [sys.executable, "-m", "prefect_ml_automations.cli", "evaluate", str(file)]
-    done = subprocess.run(
-        f"set -o pipefail; {' '.join(command)} {events_file} | head -1",
-        shell=True,
-        capture_output=True,
-        text=True,
-        check=False,
-        executable="/bin/bash",
-    )
+    done = piped_into_head("evaluate", str(file), str(events_file))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith('{"firing_id":')
     assert "Traceback" not in done.stderr
@@ -859,17 +848,7 @@ def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
 
 
 def test_help_into_a_pipe_closed_early_ends_quietly() -> None:
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        f"set -o pipefail; {sys.executable} -m prefect_ml_automations.cli --help | head -1",
-        shell=True,
-        capture_output=True,
-        text=True,
-        check=False,
-        executable="/bin/bash",
-    )
+    done = piped_into_head("--help")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "Usage: ml-automations COMMAND\n"
     assert done.stderr == ""
