@@ -126,6 +126,7 @@ def shell(command: str, port: int | None) -> str:
     command = re.sub(r"^bash scripts/dev\.sh ", "", command)
     if port is not None:
         command = command.replace("127.0.0.1:8765", f"127.0.0.1:{port}")
+        command = command.replace("--port 8765", f"--port {port}")
     if shutil.which("curl") is None:
         command = (
             "curl() { python -c 'import sys, httpx; "
@@ -208,6 +209,12 @@ def a_failed_run_in_the_inbox(scratch: Path) -> None:
     assert main(["ingest", str(scratch / "automations.yaml"), str(scratch / "events.jsonl")]) == 0
 
 
+def a_failed_run_and_a_receiver_token(scratch: Path) -> None:
+    a_failed_run_in_the_inbox(scratch)
+    config = scratch / "automations.yaml"
+    config.write_text('receiver: {token: "a-token-for-the-readme"}\n' + config.read_text())
+
+
 def a_deployment_to_start(scratch: Path) -> None:
     (scratch / "automations.yaml").write_text(
         "automations:\n  - name: deploy-on-production\n"
@@ -277,6 +284,7 @@ class Scenario:
     in_repository: bool = False  # the command's paths are the repository's examples
     prefect: bool = False  # the command needs the Prefect API (the session's test server)
     receiver: bool = False  # `receive` runs beside it, on a free port
+    listens: bool = False  # the command listens itself: on a free port, not the README's
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -290,6 +298,9 @@ SCENARIOS: dict[str, Scenario] = {
     " --explain": Scenario(in_repository=True),
     "ml-automations run automations.yaml --interval 5": Scenario(
         a_failed_run_in_the_inbox, prefect=True
+    ),
+    "ml-automations receive automations.yaml --port 8765": Scenario(
+        a_failed_run_and_a_receiver_token, prefect=True, listens=True
     ),
     "ml-automations check automations.yaml": Scenario(a_deployment_to_start, prefect=True),
     "ml-automations apply automations.yaml": Scenario(a_source_and_an_automation, prefect=True),
@@ -366,6 +377,7 @@ def test_the_readme_shows_what_the_program_prints(
     cwd = ROOT if scenario.in_repository else scratch
     with contextlib.ExitStack() as stack:
         port = stack.enter_context(receiving(scratch, env)) if scenario.receiver else None
+        port = _free_port() if scenario.listens else port
         printed = run_block(example, cwd, env, port)
     assert matches(example.expected, printed), (
         f"README.md:{example.line}: `{example.key}` printed:\n" + "\n".join(printed)
