@@ -8,6 +8,7 @@ alone.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -654,15 +655,13 @@ def quarantine(
 def _service_logging(verbose: bool = False) -> None:
     """A service says what it does: its start, each busy cycle, each firing (INFO); and Prefect's
     engine does not repeat an expected failure with a traceback (unless `verbose`)."""
-    import logging
-
     logging.getLogger("prefect_ml_automations").setLevel(logging.INFO)
     if not verbose:
         for name in ("prefect.task_runs", "prefect.flow_runs"):
             logging.getLogger(name).addFilter(_expected_failures)
 
 
-def _expected_failures(record: Any) -> bool:
+def _expected_failures(record: logging.LogRecord) -> bool:
     """Prefect's engine logs a failed task run with `exc_info`: a traceback for what our own
     ERROR line already says in one sentence (an action that failed, a tracker that is down), or
     "NoneType: None" for a returned Failed state. Those records lose the traceback, and the
