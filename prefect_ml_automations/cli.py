@@ -715,6 +715,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ERROR per start when it can not send usage data (offline machines, CI). Unless the user
     # chose otherwise, that server keeps its analytics to itself.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # What a sensor says (each cycle, each firing, each failed action) also goes to the flow
+    # run it runs in, so the Prefect UI shows it beside the run — Prefect's "extra loggers";
+    # lines said outside any flow run (the receiver's) stay in the terminal only.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "prefect_ml_automations")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     try:
         app(
             list(sys.argv[1:] if argv is None else argv),

@@ -100,7 +100,7 @@ class Delivery:
         if self.retry_at is not None:
             again = (
                 f"attempt {self.attempt} of {MAX_ATTEMPTS}; "
-                f"tried again after {self.retry_at:%H:%M:%S} UTC"
+                f"to be tried again after {self.retry_at:%H:%M:%S} UTC"
             )
         else:
             again = f"after attempt {self.attempt}; `ml-automations retry` runs it again"

@@ -216,6 +216,16 @@ def test_receive_says_what_it_does_and_stops_cleanly_on_a_signal(
     assert "Traceback" not in log
     assert "Crash detected" not in log
     assert "t0ken-t0ken" not in log
+    # The sensor's lines are also the flow run's, in the Prefect UI; the receiver's are not.
+    [firing_line] = [line for line in log.splitlines() if "of 'page-on-failure'" in line]
+    said = firing_line.split(" - ", 1)[1]
+    logs = httpx.post(
+        f"{prefect_api}/logs/filter", json={"sort": "TIMESTAMP_DESC", "limit": 200}
+    ).json()
+    in_ui = [entry for entry in logs if entry["message"] == said]  # (both signals' runs)
+    assert in_ui
+    assert all(entry["flow_run_id"] is not None for entry in in_ui)
+    assert not [entry for entry in logs if entry["message"].startswith("receiver: ")]
 
 
 def test_receive_on_a_port_in_use_says_so_and_exits_1(
