@@ -595,8 +595,10 @@ def summary(report: CycleReport) -> str:
     """One line for logs."""
     done = sum(d.status == "finished" for d in report.deliveries)
     failed = sum(d.failed for d in report.deliveries)
+    again = sum(d.failed and d.retry_at is not None for d in report.deliveries)
+    retried = f" ({again} to be tried again)" if again else ""
     problems = "".join(f"; source {e}" for e in report.source_errors)
     return (
         f"{report.events} event(s) evaluated, {len(report.fired)} firing(s), "
-        f"{done} action(s) done, {failed} failed{problems}"
+        f"{done} action(s) done, {failed} failed{retried}{problems}"
     )

@@ -189,6 +189,10 @@ def test_an_expected_failure_is_one_sentence_not_a_traceback(
     assert done.returncode == 1, done.stderr[-2000:]
     assert json.loads(done.stdout) == {"events": 1, "fired": 1, "finished": 0, "failed": 1}
     assert "of 'page-on-failure' (run 'r1'): its action failed (attempt 1 of 3" in done.stderr
+    assert (
+        "1 event(s) evaluated, 1 firing(s), 0 action(s) done, 1 failed (1 to be tried again)"
+        in done.stderr
+    )
     assert done.stderr.count("\nerror: 1 problem(s) in this cycle: Firing ") == 1
     if verbose:
         assert "Task run failed with state" in done.stderr
