@@ -252,9 +252,9 @@ def _summary(
             row["automation"], row["event"], row["subject"], action, row.get("flow_run_state") or ""
         )
     console.print(table)
-    command = _as_typed("ml-automations")
+    command = _typed_command("ml-automations")
     # Hints are printed whole (never wrapped into two lines) so that they can be copied.
-    console.print(f"History: {command} history {_as_typed(config)}", markup=False, soft_wrap=True)
+    console.print(f"History: {command} history {_typed_path(config)}", markup=False, soft_wrap=True)
     if api_url == os.environ.get("PREFECT_API_URL"):
         console.print(
             f"Prefect UI: {api_url.removesuffix('/api')} — Runs (train-model, deploy-model), "
@@ -264,24 +264,27 @@ def _summary(
     console.print(
         "The demo's Prefect server stops now. To see its runs, artifacts, events "
         "(ml.automation.*) and blocks later:\n"
-        f"  PREFECT_HOME={_as_typed(config.parent / '.prefect')} {_as_typed('prefect')} "
+        f"  PREFECT_HOME={_typed_path(config.parent / '.prefect')} {_typed_command('prefect')} "
         "server start\n  then open http://127.0.0.1:4200",
         markup=False,
         soft_wrap=True,
     )
 
 
-def _as_typed(what: str | Path) -> str:
-    """A command or a path as the person who started the demo can type it where they stand:
-    through `scripts/dev.sh` if that is how they started it, paths relative to their folder."""
-    if isinstance(what, Path):
-        with contextlib.suppress(ValueError):
-            return str(what.relative_to(Path.cwd()))
-        return str(what)
+def _typed_path(path: Path) -> str:
+    """A path as the person who started the demo types it: relative to where they stand."""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
+def _typed_command(name: str) -> str:
+    """A command of this environment as they can type it: through `scripts/dev.sh` if that is
+    how they started the demo, else by name when it is on their PATH, else by its full path."""
     dev_sh = os.environ.get("ML_AUTOMATIONS_DEV_SH")
     if dev_sh:
-        return f"bash {_as_typed(Path(dev_sh))} {what}"
-    return what if shutil.which(what) else str(Path(sys.executable).parent / what)
+        return f"bash {_typed_path(Path(dev_sh))} {name}"
+    return name if shutil.which(name) else str(Path(sys.executable).parent / name)
 
 
 def _healthy(api_url: str) -> bool:
