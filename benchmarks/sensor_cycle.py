@@ -1,11 +1,13 @@
-"""What one sensor cycle costs when the store already tracks 10k active runs.
+"""What one sensor cycle costs when the store already tracks many runs.
 
     python benchmarks/sensor_cycle.py [--runs 10000] [--store sqlite|postgresql]
 
 Builds a state of `--runs` runs × 200 points (three metric automations, as in
 benchmarks/evaluate.py) in a real store, then times whole cycles — take the inbox, load the
-state, evaluate, record firings, save the state, commit, deliver (no-op actions) — for a batch of
-100 new points and for one new point on every run, and again after 10× more history.
+state rows the batch reads, evaluate, record firings, save the rows that changed, commit, deliver
+(no-op actions) — for a batch of 100 new points and for one new point on every run, and again
+after 10× more history. Then the same 100-point cycle with 1k and with 100k runs tracked (60
+points each), side by side: the cost should follow the batch, not the runs tracked.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from evaluate import AUTOMATIONS, synthetic
 
 from prefect_ml_automations.config import AutomationsConfig
 from prefect_ml_automations.evaluator import Evaluator, EvaluatorState
+from prefect_ml_automations.evaluator.rows import rows_of
 from prefect_ml_automations.events import event_from_dict
 from prefect_ml_automations.sensor import Sensor
 from prefect_ml_automations.store import StateStore
@@ -57,6 +60,49 @@ def fresh_postgres() -> str:
     return "postgresql://postgres@127.0.0.1:5432/mla_bench"
 
 
+def store_url(kind: str, tmp: str, name: str) -> str:
+    return f"sqlite:///{tmp}/{name}.db" if kind == "sqlite" else fresh_postgres()
+
+
+def timed_cycles(sensor: Sensor, store: StateStore, runs: int, batch: int, step: int) -> tuple:
+    """Five cycles of `batch` new points from `step` on: the medians of (evaluate+record+commit,
+    deliver) in seconds, and of the firings."""
+    evaluate, deliver, fired = [], [], []
+    for i in range(5):
+        store.put_events(new_points(runs, batch, step + i), origin="ingest")
+        start = time.perf_counter()
+        report = sensor.evaluate()
+        middle = time.perf_counter()
+        asyncio.run(sensor.deliver())
+        evaluate.append(middle - start)
+        deliver.append(time.perf_counter() - middle)
+        fired.append(len(report.fired))
+    return statistics.median(evaluate), statistics.median(deliver), statistics.median(fired)
+
+
+def tracked_side_by_side(kind: str, tmp: str) -> None:
+    """The same 100-point cycles with 1k and with 100k runs tracked."""
+    medians = {}
+    for tracked in (1_000, 100_000):
+        url = store_url(kind, tmp, f"tracked{tracked}")
+        config = AutomationsConfig(store=url, automations=AUTOMATIONS)
+        store = StateStore(url)
+        state = EvaluatorState()
+        Evaluator(AUTOMATIONS, state).evaluate(synthetic(tracked, 60))
+        with store.cycle() as cycle:
+            cycle.save(state)
+        sensor = Sensor(config, store)
+        timed_cycles(sensor, store, tracked, 100, 60)  # warm up
+        evaluate, deliver, fired = timed_cycles(sensor, store, tracked, 100, 65)
+        medians[tracked] = evaluate + deliver
+        print(
+            f"  100 new points, {tracked:>7,} runs tracked: {evaluate * 1e3:6.1f} ms + "
+            f"{deliver * 1e3:5.1f} ms delivering {fired:,.0f} no-op firings (medians)"
+        )
+        store.close()
+    print(f"  100k against 1k runs tracked: {medians[100_000] / medians[1_000]:.2f}×")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,40 +111,29 @@ def main() -> None:
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/store.db" if args.store == "sqlite" else fresh_postgres()
+        url = store_url(args.store, tmp, "store")
         config = AutomationsConfig(store=url, automations=AUTOMATIONS)
         store = StateStore(url)
         sensor = Sensor(config, store)
-        step = 200
         for history in (200, 2_000):
             state = EvaluatorState()
             Evaluator(AUTOMATIONS, state).evaluate(synthetic(args.runs, history))
             with store.cycle() as cycle:
                 cycle.save(state)
-            step = history
             print(
-                f"{args.runs:,} runs × {history:,} points of history (saved state "
-                f"{len(state.to_bytes()) / 2**20:.1f} MiB), store {args.store}:"
+                f"{args.runs:,} runs × {history:,} points of history (state rows "
+                f"{len(rows_of(state)):,}), store {args.store}:"
             )
-            for batch in (100, args.runs):
-                evaluate, deliver, fired = [], [], []
-                for _ in range(5):
-                    store.put_events(new_points(args.runs, batch, step), origin="ingest")
-                    step += 1
-                    start = time.perf_counter()
-                    report = sensor.evaluate()
-                    middle = time.perf_counter()
-                    asyncio.run(sensor.deliver())
-                    evaluate.append(middle - start)
-                    deliver.append(time.perf_counter() - middle)
-                    fired.append(len(report.fired))
+            for step, batch in ((history, 100), (history + 5, args.runs)):
+                evaluate, deliver, fired = timed_cycles(sensor, store, args.runs, batch, step)
                 print(
                     f"  {batch:>6,} new points: evaluate+record+commit median "
-                    f"{statistics.median(evaluate) * 1e3:7.1f} ms; deliver (no-op actions) "
-                    f"{statistics.median(deliver) * 1e3:7.1f} ms for a median of "
-                    f"{statistics.median(fired):,.0f} firings"
+                    f"{evaluate * 1e3:7.1f} ms; deliver (no-op actions) "
+                    f"{deliver * 1e3:7.1f} ms for a median of {fired:,.0f} firings"
                 )
         store.close()
+        print(f"runs tracked, store {args.store}:")
+        tracked_side_by_side(args.store, tmp)
 
 
 if __name__ == "__main__":

@@ -305,7 +305,8 @@ class Sensor:
         """Evaluate and record, all at once; if that fails on something an event carries, find
         the events that make it fail (halving, each part in its own savepoint and from the state
         before it) and quarantine them, so that they never hold back the events behind them."""
-        state = cycle.state()
+        keys = Evaluator(self.config.automations).reads([*filling, *events])
+        state = cycle.state(keys)
         try:
             with cycle.attempt():
                 fired, held_back = self._evaluate(cycle, state, filling, fills=True)
@@ -318,7 +319,7 @@ class Sensor:
             report.fired += fired
             report.held_back += held_back
             return state
-        state = cycle.state()  # as the cycle found it: the failed attempt may have changed it
+        state = cycle.state(keys)  # as the cycle found it: the failed attempt may have changed it
 
         def settle(part: list[Event], fills: bool) -> None:
             nonlocal state

@@ -24,11 +24,14 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from prefect_ml_automations import stored_state
 from prefect_ml_automations.decisions import Firing, FiringStatus, Skip, firing_id
 from prefect_ml_automations.errors import BadInputError, MLAutomationsError, StateError
 from prefect_ml_automations.evaluator import EvaluatorState
+from prefect_ml_automations.evaluator.rows import StateKeys, StateRows, rows_of, state_from_rows
 from prefect_ml_automations.events import Event, describe_problem, event_from_dict
 from prefect_ml_automations.redact import safe_url
+from prefect_ml_automations.stored_state import dialect_insert
 
 metadata = sa.MetaData()
 inbox = sa.Table(
@@ -260,7 +263,7 @@ class StateStore:
         with self.engine.begin() as connection:
             # The sensor state row is the lock a cycle holds while it polls.
             connection.execute(
-                _insert(connection)(sensor_state)
+                dialect_insert(connection)(sensor_state)
                 .values(name="default", data=None, cycles=0, updated_at=now)
                 .on_conflict_do_nothing(index_elements=["name"])
             )
@@ -353,7 +356,7 @@ class StateStore:
 
     def beat(self, flow_run_id: str, sensor: str, now: datetime) -> None:
         """A sensor flow run is alive (first call: it started)."""
-        statement = _insert(self.engine)(sensor_runs).values(
+        statement = dialect_insert(self.engine)(sensor_runs).values(
             flow_run_id=flow_run_id, sensor=sensor, started_at=now, heartbeat_at=now
         )
         with self.engine.begin() as connection:
@@ -575,7 +578,7 @@ class Cycle:
         self.connection = connection
         self.name = name
         now = utcnow()
-        insert = _insert(connection)(sensor_state).values(
+        insert = dialect_insert(connection)(sensor_state).values(
             name=name, data=None, cycles=0, updated_at=now
         )
         connection.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
@@ -585,10 +588,24 @@ class Cycle:
         #: Where each event taken from the inbox came from (for the quarantine).
         self.origins: dict[int, tuple[str, datetime]] = {}
         self.quarantined = 0
+        self._loaded = StateRows()
+        self._blob = None if self.row.data is None else bytes(self.row.data)
 
-    def state(self) -> EvaluatorState:
-        data = self.row.data
-        return EvaluatorState() if data is None else EvaluatorState.from_bytes(bytes(data))
+    def state(self, keys: StateKeys) -> EvaluatorState:
+        """The part of the evaluator state that evaluating a batch with `keys` reads (from
+        `Evaluator.reads`); `save` writes back what changed of it."""
+        if self._blob is not None:
+            self._convert_blob(self._blob)
+        self._loaded = stored_state.load(self.connection, self.name, keys)
+        return state_from_rows(self._loaded)
+
+    def _convert_blob(self, data: bytes) -> None:
+        """The whole state as one blob, as versions before 0003 kept it: into rows, once."""
+        stored_state.save(self.connection, self.name, rows_of(EvaluatorState.from_bytes(data)))
+        self.connection.execute(
+            sensor_state.update().where(sensor_state.c.name == self.name).values(data=None)
+        )
+        self._blob = None
 
     def take_inbox(self, limit: int = 100_000) -> list[Event]:
         """The oldest inbox events (at most `limit`), removed from the inbox with this cycle.
@@ -664,7 +681,7 @@ class Cycle:
                 for f in chunk
             ]
             statement = (
-                _insert(self.connection)(firings)
+                dialect_insert(self.connection)(firings)
                 .on_conflict_do_nothing(index_elements=["firing_id"])
                 .returning(firings.c.firing_id)  # (rowcount is not reliable on every driver)
             )
@@ -692,7 +709,7 @@ class Cycle:
                 }
                 for s in chunk
             ]
-            statement = _insert(self.connection)(firings)
+            statement = dialect_insert(self.connection)(firings)
             upsert = statement.on_conflict_do_update(
                 index_elements=["firing_id"],
                 set_={
@@ -710,10 +727,16 @@ class Cycle:
         write_cursor(self.connection, source, cursor)
 
     def save(self, state: EvaluatorState) -> None:
+        """Write the rows of `state` (as loaded by `state`) that the cycle changed."""
+        if self._blob is not None:  # (a state built without `state`: it goes over the blob's)
+            self._convert_blob(self._blob)
+        changed = rows_of(state).changed_since(self._loaded)
+        stored_state.save(self.connection, self.name, changed)
+        self._loaded = StateRows()
         self.connection.execute(
             sensor_state.update()
             .where(sensor_state.c.name == self.name)
-            .values(data=state.to_bytes(), cycles=sensor_state.c.cycles + 1, updated_at=utcnow())
+            .values(cycles=sensor_state.c.cycles + 1, updated_at=utcnow())
         )
 
 
@@ -780,7 +803,7 @@ def read_cursor(connection: Connection, source: str) -> dict[str, Any] | None:
 
 
 def write_cursor(connection: Connection, source: str, cursor: dict[str, Any]) -> None:
-    statement = _insert(connection)(source_cursors).values(
+    statement = dialect_insert(connection)(source_cursors).values(
         source=source, key="cursor", value=json.dumps(cursor), updated_at=utcnow()
     )
     connection.execute(
@@ -794,17 +817,6 @@ def write_cursor(connection: Connection, source: str, cursor: dict[str, Any]) ->
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _insert(bind: Connection | Engine) -> Any:
-    """The dialect's INSERT, which knows ON CONFLICT DO NOTHING / DO UPDATE."""
-    if bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
 
 
 def _engine(url: str) -> Engine:

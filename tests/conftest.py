@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -211,6 +212,16 @@ POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 @pytest.fixture
 def postgres_url() -> Any:
     """A fresh, empty PostgreSQL database on the local server (dropped afterwards)."""
+    yield from _fresh_postgres_database()
+
+
+@pytest.fixture
+def another_postgres_url() -> Any:
+    """A second one, beside `postgres_url`."""
+    yield from _fresh_postgres_database()
+
+
+def _fresh_postgres_database() -> Iterator[str]:
     import uuid
 
     psycopg = pytest.importorskip("psycopg")

@@ -11,6 +11,7 @@ not about the last bit of a float.
 
 from __future__ import annotations
 
+import uuid
 from itertools import pairwise
 from typing import Any
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from prefect_ml_automations.automations import Automation
 from prefect_ml_automations.evaluator import Evaluator, EvaluatorState
+from prefect_ml_automations.store import StateStore
 
 from .conftest import at, events
 from .reference import Reference
@@ -198,14 +200,28 @@ def ids(firings: list[Any]) -> list[str]:
     return [f.firing_id for f in firings]
 
 
-def in_chunks(stream: list[dict[str, Any]], cuts: list[int], *, persist: bool) -> list[Any]:
+#: One store for every example; each example is a sensor of its own (its rows are its alone).
+STORE = StateStore("sqlite://")
+
+
+def in_chunks(stream: list[dict[str, Any]], cuts: list[int], *, persist: str) -> list[Any]:
+    """Evaluate the stream chunk by chunk, the state kept in memory, saved and read back as one
+    blob, or saved in a store as rows and read back as just the rows each chunk touches."""
     state = EvaluatorState()
     firings: list[Any] = []
     bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    sensor = uuid.uuid4().hex
     for lo, hi in pairwise(bounds):
-        if persist:
+        chunk = events(*stream[lo:hi])
+        if persist == "store":
+            with STORE.cycle(sensor) as cycle:
+                state = cycle.state(Evaluator(AUTOMATIONS).reads(chunk))
+                firings += Evaluator(AUTOMATIONS, state).evaluate(chunk).firings
+                cycle.save(state)
+            continue
+        if persist == "bytes":
             state = EvaluatorState.from_bytes(state.to_bytes())
-        firings += Evaluator(AUTOMATIONS, state).evaluate(events(*stream[lo:hi])).firings
+        firings += Evaluator(AUTOMATIONS, state).evaluate(chunk).firings
     return firings
 
 
@@ -213,9 +229,13 @@ PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 
 
 @PROPERTY
-@given(streams(), st.lists(st.integers(0, 100), max_size=8), st.booleans())
+@given(
+    streams(),
+    st.lists(st.integers(0, 100), max_size=8),
+    st.sampled_from(["memory", "bytes", "store"]),
+)
 def test_any_chunking_gives_the_same_firings(
-    stream: list[dict[str, Any]], cuts: list[int], persist: bool
+    stream: list[dict[str, Any]], cuts: list[int], persist: str
 ) -> None:
     whole = Evaluator(AUTOMATIONS).evaluate(events(*stream)).firings
     assert ids(in_chunks(stream, cuts, persist=persist)) == ids(whole)
@@ -225,7 +245,17 @@ def test_any_chunking_gives_the_same_firings(
 @given(streams())
 def test_one_event_at_a_time_gives_the_same_firings(stream: list[dict[str, Any]]) -> None:
     whole = Evaluator(AUTOMATIONS).evaluate(events(*stream)).firings
-    assert ids(in_chunks(stream, list(range(len(stream))), persist=False)) == ids(whole)
+    assert ids(in_chunks(stream, list(range(len(stream))), persist="memory")) == ids(whole)
+
+
+@PROPERTY
+@given(streams())
+def test_one_event_at_a_time_through_the_store_gives_the_same_firings(
+    stream: list[dict[str, Any]],
+) -> None:
+    """Each event a cycle of its own, which loads only the rows that event touches."""
+    whole = Evaluator(AUTOMATIONS).evaluate(events(*stream)).firings
+    assert ids(in_chunks(stream, list(range(len(stream))), persist="store")) == ids(whole)
 
 
 @PROPERTY

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from prefect_ml_automations.decisions import Firing, Skip
 from prefect_ml_automations.errors import MLAutomationsError, StateError
 from prefect_ml_automations.evaluator import EvaluatorState
+from prefect_ml_automations.evaluator.rows import StateKeys
 from prefect_ml_automations.store import StateStore
 
 from .conftest import events, state
@@ -44,7 +45,7 @@ def test_opening_a_store_twice_migrates_once(store: StateStore) -> None:
         versions = connection.execute(
             sa.text("SELECT version_num FROM ml_automations_alembic_version")
         ).all()
-    assert [v for (v,) in versions] == ["0002"]
+    assert [v for (v,) in versions] == ["0003"]
 
 
 def test_inbox_events_are_taken_once_in_arrival_order(store: StateStore) -> None:
@@ -82,7 +83,7 @@ def test_state_round_trips_and_a_firing_is_recorded_once(store: StateStore) -> N
         cycle.save(EvaluatorState())
     with store.cycle() as cycle:
         assert cycle.record([firing(2), firing(3)]) == [firing(3)]
-        assert cycle.state().runs.keys == []
+        assert cycle.state(StateKeys()).runs.keys == []
     assert [r.firing_id for r in store.history()] == ["f1", "f2", "f3"]
     record = store.history()[0].to_record()
     assert record["status"] == "pending"

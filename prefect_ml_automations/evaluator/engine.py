@@ -30,10 +30,20 @@ from prefect_ml_automations.automations.triggers import STATE_ALIASES
 from prefect_ml_automations.decisions import Firing, Skip, firing_id, run_subject
 from prefect_ml_automations.evaluator.batch import NO_TIME, EventBatch, from_ns, to_ns
 from prefect_ml_automations.evaluator.cooldown import apply_cooldown
+from prefect_ml_automations.evaluator.rows import StateKeys
 from prefect_ml_automations.evaluator.series import SeriesTable, stable_argsort
-from prefect_ml_automations.evaluator.state import EvaluatorState, event_identity
+from prefect_ml_automations.evaluator.state import (
+    EvaluatorState,
+    artifact_event_identity,
+    state_event_identity,
+)
 from prefect_ml_automations.evaluator.zscore import ZScoreBatch
-from prefect_ml_automations.events import Event, is_system_metric
+from prefect_ml_automations.events import (
+    ArtifactEvent,
+    Event,
+    RunStateEvent,
+    is_system_metric,
+)
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -83,6 +93,38 @@ class Evaluator:
             elif isinstance(trigger, ArtifactTrigger):
                 self._artifact.append(automation)
 
+    def reads(self, events: EventBatch | Sequence[Event]) -> StateKeys:
+        """What evaluating `events` reads of the state: the rows a store loads for them."""
+        if isinstance(events, EventBatch):
+            runs = set(events.runs)
+            # (every project of the batch with every metric: a superset, which is enough)
+            logged = {(project, metric) for project, _ in runs for metric in events.metrics}
+            states = [event for _, event in events.states]
+            artifacts = [event for _, event in events.artifacts]
+        else:
+            runs, logged, states, artifacts = set(), set(), [], []
+            for event in events:
+                if isinstance(event, ArtifactEvent):
+                    artifacts.append(event)
+                    continue
+                runs.add((event.project, event.run_id))
+                if isinstance(event, RunStateEvent):
+                    states.append(event)
+                else:
+                    logged.add((event.project, event.metric))
+        metrics: dict[tuple[str, str], frozenset[int]] = {}
+        for key, automations in self._metric.items():
+            if key in logged:
+                metrics[key] = frozenset(
+                    k
+                    for a in automations
+                    if isinstance(a.event, RunMetricZScore)
+                    for k in (a.event.window, a.event.window + 1)
+                )
+        identities = {state_event_identity(event) for event in states}
+        identities.update(artifact_event_identity(event) for event in artifacts)
+        return StateKeys(frozenset(runs), metrics, frozenset(identities))
+
     def evaluate(
         self,
         events: EventBatch | Sequence[Event],
@@ -118,7 +160,7 @@ class Evaluator:
         rows = np.flatnonzero(run.columns.metric < 0)
         seen = self.state.seen_state_events
         for (arrival, event), row in zip(run.batch.states, rows.tolist(), strict=True):
-            identity = event_identity(event.project, event.run_id, event.state, event.timestamp)
+            identity = state_event_identity(event)
             if identity in seen:
                 continue  # the very same state event, delivered again: changes nothing
             seen.add(identity)
@@ -188,7 +230,7 @@ class Evaluator:
     ) -> None:
         seen = self.state.seen_artifact_events
         for arrival, event in batch.artifacts:
-            identity = event_identity(*event.identity)
+            identity = artifact_event_identity(event)
             repeated = identity in seen
             seen.add(identity)
             change = event.alias or event.tag

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from prefect_ml_automations.errors import StateError
 from prefect_ml_automations.evaluator.batch import NO_TIME, EventBatch
 from prefect_ml_automations.evaluator.series import SeriesTable, _grown
+from prefect_ml_automations.events import ArtifactEvent, RunStateEvent
 
 I64 = npt.NDArray[np.int64]
 
@@ -191,3 +192,11 @@ def _widened(table: SeriesTable, capacity: int) -> SeriesTable:
 def event_identity(*parts: Any) -> str:
     """A short digest of an event's identity, to remember that it was seen cheaply."""
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+def state_event_identity(event: RunStateEvent) -> str:
+    return event_identity(event.project, event.run_id, event.state, event.timestamp)
+
+
+def artifact_event_identity(event: ArtifactEvent) -> str:
+    return event_identity(*event.identity)
