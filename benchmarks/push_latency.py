@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--gap", type=float, default=0.05)
     parser.add_argument("--api", help="a running Prefect server's API URL (default: start one)")
+    parser.add_argument("--profile", help="run the receiver under cProfile, writing this file")
     parser.add_argument(
         "--bare", action="store_true", help="bare run_deployment calls: the server's own bound"
     )
@@ -111,7 +113,6 @@ def main() -> None:
             report("bare run_deployment calls answered", latencies, args, where, "call")
             return
         sent, runs = pushed(deployment, args)
-    from datetime import datetime
 
     def latency(run: dict[str, Any]) -> float:
         created = datetime.fromisoformat(str(run["created"])).timestamp()
@@ -180,6 +181,7 @@ def pushed(deployment: Any, args: argparse.Namespace) -> tuple[dict[int, float],
         receiver = subprocess.Popen(
             [
                 sys.executable,
+                *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
                 "-m",
                 "prefect_ml_automations.cli",
                 "receive",
@@ -205,7 +207,13 @@ def pushed(deployment: Any, args: argparse.Namespace) -> tuple[dict[int, float],
                         pass
                     time.sleep(0.1)
                 time.sleep(3)  # the sensor service's flow run starts beside the receiver
+                first = time.time()
                 sent: dict[int, float] = {}
+                # Events of this run only: a firing's id (and its flow run's idempotency key)
+                # comes from the event, so a second run against the same server must not
+                # repeat the first one's events.
+                epoch = datetime.now(UTC)
+                start = time.monotonic()
                 for version in range(1, args.events + 1):
                     event = {
                         "type": "ADD_ARTIFACT_ALIAS",
@@ -213,15 +221,20 @@ def pushed(deployment: Any, args: argparse.Namespace) -> tuple[dict[int, float],
                         "collection": "churn",
                         "version": version,
                         "alias": "production",
-                        "timestamp": f"2026-01-01T00:00:00.{version:06d}Z",
+                        "timestamp": (epoch + timedelta(microseconds=version)).isoformat(),
                     }
                     sent[version] = time.time()
                     response = client.post("/events", content=json.dumps(event))
                     response.raise_for_status()
-                    time.sleep(args.gap)
+                    # One every `gap` seconds on the clock, whatever a POST took.
+                    time.sleep(max(0.0, start + version * args.gap - time.monotonic()))
             deadline = time.time() + 120
             while True:
-                runs = asyncio.run(runs_of(deployment))
+                runs = [
+                    run
+                    for run in asyncio.run(runs_of(deployment))
+                    if datetime.fromisoformat(str(run["created"])).timestamp() >= first
+                ]
                 if len(runs) >= args.events or time.time() > deadline:
                     break
                 time.sleep(1)
