@@ -119,3 +119,14 @@ class Skip:
     def describe(self) -> str:
         times = f" ({self.count}×)" if self.count > 1 else ""
         return f"{self.automation} · {self.subject}: not fired: {self.reason}{times}"
+
+
+def merged_skips(skips: list[Skip]) -> list[Skip]:
+    """Skips for the same automation, subject and reason (from several slices or cycles) as one,
+    counting their matches."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for skip in skips:
+        key = (skip.automation, skip.subject, skip.reason)
+        counts[key] = counts.get(key, 0) + skip.count
+    held = {(s.automation, s.subject, s.reason) for s in skips if s.held_back}
+    return [Skip(*key, count, held_back=key in held) for key, count in counts.items()]

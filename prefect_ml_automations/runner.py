@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from uuid import UUID
 from sqlalchemy.exc import SQLAlchemyError
 
 from prefect_ml_automations.errors import StateError
-from prefect_ml_automations.sensor import CycleReport, Sensor, summary
+from prefect_ml_automations.sensor import CycleReport, Delivery, DeliveryPool, Sensor, summary
 from prefect_ml_automations.store import StateStore, is_outage, store_problem, utcnow
 
 logger = logging.getLogger("prefect_ml_automations")
@@ -28,6 +28,10 @@ logger = logging.getLogger("prefect_ml_automations")
 INBOX_POLL = 0.25
 #: Longest wait between attempts while the store (or anything else a cycle needs) is failing.
 MAX_BACKOFF = 60.0
+#: Seconds over which the service's busy cycles and deliveries make one artifact.
+ARTIFACT_EVERY = 1.0
+#: Longest wait for the last artifact when the service stops.
+ARTIFACT_CLOSE_TIMEOUT = 5.0
 
 _WAKE: dict[str, asyncio.Event] = {}
 _STATUS: dict[str, ServiceStatus] = {}
@@ -95,68 +99,148 @@ async def sensor_loop(
     cycles: int | None = None,
     block_ids: Mapping[str, UUID] | None = None,
 ) -> None:
-    """Run cycles until cancelled (or `cycles` of them have run).
+    """Run cycles until cancelled (or `cycles` of them have run, and what they fired is done).
+
+    A cycle polls and commits; the firings it records are delivered by a `DeliveryPool` beside
+    the loop, so a slow action never holds back the next cycle, and each firing's line is
+    logged when its action ends.
 
     Nothing a cycle meets ends the loop: a failed action or source is logged (ERROR) and the
     firing retried or kept `failed`; a cycle that fails as a whole (the store is unreachable,
     locked or full; the Prefect API is down) is logged and tried again with back-off (1 s,
     2 s, 4 s … up to a minute), and the loop catches up once it is back. Everything a failed
     cycle did was rolled back, so nothing is lost or done twice."""
-    from prefect_ml_automations.tasks.sensor import announce, publish
+    from prefect_ml_automations.tasks.sensor import announce
 
     wake = wake or asyncio.Event()
     status = service_status(sensor.name)
     logger.info("sensor %s: started — %s", sensor.name, describe(sensor, interval))
-    done = 0
-    while cycles is None or done < cycles:
-        try:
-            report = await sensor.cycle()
-        except Exception as exc:
+    artifacts = _Artifacts(sensor.name) if in_flow_run() else None
+
+    def delivered(delivery: Delivery) -> None:
+        log = logger.error if delivery.failed else logger.info
+        log("sensor %s: %s", sensor.name, delivery.describe())
+        if artifacts is not None:
+            announce(delivery, block_ids or {})
+            artifacts.add(CycleReport(deliveries=[delivery]))
+
+    async with (
+        _one_prefect_client(artifacts is not None),
+        DeliveryPool(sensor, on_delivery=delivered) as pool,
+        _closing(artifacts),
+    ):
+        done = 0
+        while cycles is None or done < cycles:
+            try:
+                report = await sensor.poll_and_commit()
+            except Exception as exc:
+                done += 1
+                problem = _problem(exc)
+                delay = status.cycle_failed(problem)
+                log = (
+                    logger.error
+                    if status.failures == 1 or status.failures % 10 == 0
+                    else logger.debug
+                )
+                log(
+                    "sensor %s: the cycle failed (%s); trying again in %.0f s (failure %d in a "
+                    "row).",
+                    sensor.name,
+                    problem,
+                    delay,
+                    status.failures,
+                    exc_info=not is_outage(exc) and status.failures == 1,
+                )
+                if cycles is not None and done >= cycles:
+                    break
+                await asyncio.sleep(delay)
+                continue
             done += 1
-            problem = _problem(exc)
-            delay = status.cycle_failed(problem)
-            log = (
-                logger.error if status.failures == 1 or status.failures % 10 == 0 else logger.debug
-            )
-            log(
-                "sensor %s: the cycle failed (%s); trying again in %.0f s (failure %d in a row).",
-                sensor.name,
-                problem,
-                delay,
-                status.failures,
-                exc_info=not is_outage(exc) and status.failures == 1,
-            )
+            status.cycle_done(report)
+            if report.fired:
+                pool.wake()
+            if not report.idle:
+                logger.info("sensor %s: %s", sensor.name, summary(report, delivered=False))
+            for error in report.source_errors:
+                logger.error("sensor %s: source %s", sensor.name, error)
+            if report.quarantined:
+                logger.error(
+                    "sensor %s: %d event(s) could not be evaluated and are quarantined "
+                    "(`ml-automations quarantine CONFIG` lists them).",
+                    sensor.name,
+                    report.quarantined,
+                )
+            if artifacts is not None and not report.idle:
+                artifacts.add(report)
             if cycles is not None and done >= cycles:
                 break
-            await asyncio.sleep(delay)
-            continue
-        done += 1
-        status.cycle_done(report)
-        if not report.idle:
-            logger.info("sensor %s: %s", sensor.name, summary(report))
-        for error in report.source_errors:
-            logger.error("sensor %s: source %s", sensor.name, error)
-        for delivery in report.deliveries:  # one line per firing: what its action did
-            log = logger.error if delivery.failed else logger.info
-            log("sensor %s: %s", sensor.name, delivery.describe())
-        if report.quarantined:
-            logger.error(
-                "sensor %s: %d event(s) could not be evaluated and are quarantined "
-                "(`ml-automations quarantine CONFIG` lists them).",
-                sensor.name,
-                report.quarantined,
-            )
-        if in_flow_run():
-            try:
-                for delivery in report.deliveries:
-                    announce(delivery, block_ids or {})
-                if not report.idle:
-                    await publish(report, sensor=sensor.name)
-            except Exception as exc:  # the UI is a view: a failed artifact stops nothing
-                logger.warning("could not write the cycle's artifact or events: %s", exc)
-        if cycles is not None and done >= cycles:
-            break
-        await _idle(sensor.store, wake, interval)
+            await _idle(sensor.store, wake, interval)
+        await pool.settle()  # (reached only with `cycles`: what they fired is done first)
+
+
+class _Artifacts:
+    """The service's artifacts in the Prefect UI: its busy cycles and deliveries, merged over
+    `ARTIFACT_EVERY` seconds, so that a steady stream of pushes does not become a stream of
+    artifact calls to the Prefect API (which creates the flow runs too), and no cycle waits for
+    one."""
+
+    def __init__(self, sensor: str) -> None:
+        self.sensor = sensor
+        self.pending: CycleReport | None = None
+        self._added = asyncio.Event()
+        self._writing = asyncio.create_task(self._write_forever())
+
+    def add(self, report: CycleReport) -> None:
+        self.pending = report if self.pending is None else self.pending.merged(report)
+        self._added.set()
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._added.wait()
+            await asyncio.sleep(ARTIFACT_EVERY)
+            await self._write()
+
+    async def _write(self) -> None:
+        from prefect_ml_automations.tasks.sensor import publish
+
+        self._added.clear()
+        report, self.pending = self.pending, None
+        if report is None:
+            return
+        try:
+            await publish(report, sensor=self.sensor)
+        except Exception as exc:  # the UI is a view: a failed artifact stops nothing
+            logger.warning("could not write the sensor's artifact: %s", exc)
+
+    async def close(self) -> None:
+        """Write what is pending (a few seconds at most), then stop."""
+        self._writing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writing
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(self._write(), ARTIFACT_CLOSE_TIMEOUT)
+
+
+@contextlib.asynccontextmanager
+async def _one_prefect_client(in_flow_run: bool) -> AsyncIterator[None]:
+    """In a flow run, the deployments the service starts share one Prefect client: a client
+    per flow run started costs a new connection and TLS set-up each time (~20 ms of CPU)."""
+    if not in_flow_run:
+        yield
+        return
+    from prefect_ml_automations.tasks.deployments import sharing_one_client
+
+    async with sharing_one_client():
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _closing(artifacts: _Artifacts | None) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        if artifacts is not None:
+            await artifacts.close()
 
 
 def describe(sensor: Sensor, interval: float) -> str:
@@ -199,5 +283,6 @@ async def _idle(store: StateStore, wake: asyncio.Event, interval: float) -> None
                 return
         except Exception:  # the store is failing: the next cycle says so, and backs off
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=min(INBOX_POLL, deadline - loop.time()))
+        with contextlib.suppress(TimeoutError):  # (not `wait_for`: see DeliveryPool)
+            async with asyncio.timeout(min(INBOX_POLL, deadline - loop.time())):
+                await wake.wait()

@@ -14,7 +14,9 @@ One cycle is four steps (the flow `ml-automations-sensor` runs each as Prefect t
    one action at once), run the action — several at a time, up to `DELIVERY_CONCURRENCY` —, mark
    it `finished`, or `failed` with the error once its retries are spent. A firing left pending by
    a crash is due again later, and a deployment is started with an idempotency key, so a retried
-   firing starts no second flow run.
+   firing starts no second flow run. A cycle on its own (`run --once`, the flow) delivers after
+   its commit; the long-running service delivers beside its cycles (`DeliveryPool`), so that a
+   slow action holds back neither the next commit nor the firings behind it.
 4. `publish` (flows only) — the cycle's artifact for the Prefect UI.
 
 Example (no Prefect API needed):
@@ -33,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from prefect_ml_automations.config import AutomationsConfig
-from prefect_ml_automations.decisions import Firing, Skip
+from prefect_ml_automations.decisions import Firing, Skip, merged_skips
 from prefect_ml_automations.errors import ActionError, SourceError
 from prefect_ml_automations.evaluator import Evaluator, EvaluatorState, EventBatch
 from prefect_ml_automations.events import Event
@@ -60,6 +62,9 @@ BACKOFF = (timedelta(seconds=10), timedelta(seconds=60), timedelta(minutes=5))
 POLL_TIMEOUT = timedelta(minutes=5)
 #: Actions run at once by one sensor (a burst of 1,000 firings is not delivered one by one).
 DELIVERY_CONCURRENCY = 16
+#: How often a delivery pool with nothing to do looks for firings that fell due meanwhile (a
+#: retry's back-off ended, another sensor's lease ran out); a commit wakes it at once.
+POOL_IDLE_CHECK = 1.0
 
 
 @dataclass
@@ -134,6 +139,19 @@ class CycleReport:
             or self.quarantined
         )
 
+    def merged(self, later: CycleReport) -> CycleReport:
+        """This report and a later one as one (the service's artifact covers several)."""
+        return CycleReport(
+            events=self.events + later.events,
+            fired=self.fired + later.fired,
+            held_back=merged_skips(self.held_back + later.held_back),
+            deliveries=self.deliveries + later.deliveries,
+            source_errors=later.source_errors or self.source_errors,
+            config_problems=later.config_problems or self.config_problems,
+            dropped_polls=self.dropped_polls + later.dropped_polls,
+            quarantined=self.quarantined + later.quarantined,
+        )
+
     @property
     def problems(self) -> list[str]:
         """What makes this cycle a failed one: bad blocks, sources down, failed actions."""
@@ -174,8 +192,12 @@ class CycleReport:
 
 
 def _row(firing: Firing, status: str, delivery: Delivery | None) -> dict[str, object]:
-    detail = ""
-    if delivery is not None:
+    if delivery is None:
+        # (the service delivers beside its cycles: a later artifact has the action's outcome)
+        detail = "its action is under way"
+    elif delivery.failed and delivery.retry_at is not None:
+        detail = f"to be tried again after {delivery.retry_at:%H:%M:%S} UTC: {delivery.error}"
+    else:
         detail = delivery.error or ", ".join(f"{k} {v}" for k, v in (delivery.result or {}).items())
     return {
         "automation": firing.automation,
@@ -471,11 +493,15 @@ class Sensor:
 
     # -- all of it ---------------------------------------------------------------------------
 
-    async def cycle(self) -> CycleReport:
-        """Poll, commit, then deliver what is due (without Prefect task runs)."""
+    async def poll_and_commit(self) -> CycleReport:
+        """Steps 1 and 2, every source polled at once (see `poll_within`)."""
         now = utcnow()
         polled = await self.poll_within(now)
-        report = await asyncio.to_thread(self.commit, polled, now=now)
+        return await asyncio.to_thread(self.commit, polled, now=now)
+
+    async def cycle(self) -> CycleReport:
+        """Poll, commit, then deliver what is due (without Prefect task runs)."""
+        report = await self.poll_and_commit()
         report.deliveries = await self.deliver()
         return report
 
@@ -491,6 +517,133 @@ class Sensor:
         async with _Leases(self.store) as leases:
             leases.hold([(firing, attempt)])
             return await self._within_deadline(firing, attempt, self.deliver_one)
+
+
+class DeliveryPool:
+    """Carries out due firings continuously, up to `concurrency` at once, apart from the cycles
+    that record them — the long-running service's way to deliver (a cycle on its own uses
+    `Sensor.deliver`, which returns once everything due is done).
+
+    A slow action holds back neither the next cycle nor the firings behind it: a freed slot
+    takes the next due firing at once, a commit that recorded firings `wake`s the pool, and each
+    delivery goes to `on_delivery` as it ends. Claims and leases are `Sensor.deliver`'s, so
+    several sensors (or a `retry`) never run one firing at once.
+
+        async with DeliveryPool(sensor, on_delivery=print) as pool:
+            await sensor.poll_and_commit()
+            pool.wake()
+            await pool.settle()  # (only to wait for what is due now; the service never does)
+    """
+
+    def __init__(
+        self,
+        sensor: Sensor,
+        *,
+        concurrency: int = DELIVERY_CONCURRENCY,
+        on_delivery: Callable[[Delivery], Any] | None = None,
+    ) -> None:
+        self.sensor = sensor
+        self.concurrency = concurrency
+        self.on_delivery = on_delivery or (lambda _: None)
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._leases = _Leases(sensor.store)
+        self._claiming: asyncio.Task[None] | None = None
+        #: Set while nothing is running and the last claim found nothing due.
+        self._idle = asyncio.Event()
+
+    async def __aenter__(self) -> DeliveryPool:
+        await self._leases.__aenter__()
+        self._claiming = asyncio.create_task(self._claim_forever())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        """Stop at once: actions in flight are cancelled, and their firings, still pending, go
+        to whichever sensor claims them once their lease has run out (a deployment is started
+        with the firing's idempotency key, so never twice)."""
+        tasks = [t for t in (self._claiming, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._leases.__aexit__()
+
+    def wake(self) -> None:
+        """New firings may be due: claim them now."""
+        self._idle.clear()
+        self._wake.set()
+
+    async def settle(self) -> None:
+        """Wait until nothing is running and nothing is due."""
+        self.wake()
+        await self._idle.wait()
+
+    async def _claim_forever(self) -> None:
+        failures = 0
+        while True:
+            # Cleared before claiming (a commit meanwhile wakes us again), and also when every
+            # slot is taken (then a delivery that ends wakes us; without this, the wait below
+            # would return at once, for ever).
+            self._wake.clear()
+            free = self.concurrency - len(self._running)
+            claimed: list[tuple[Firing, int]] = []
+            if free > 0:
+                try:
+                    claimed = await asyncio.to_thread(self.sensor.claim_due, None, free)
+                except Exception as exc:
+                    failures += 1
+                    if failures == 1:
+                        logger.warning(
+                            "sensor %s: could not claim the firings that are due (%s); trying "
+                            "again.",
+                            self.sensor.name,
+                            exc,
+                        )
+                    await asyncio.sleep(min(POOL_IDLE_CHECK * 2**failures, 60.0))
+                    continue
+                failures = 0
+                self._leases.hold(claimed)
+                for firing, attempt in claimed:
+                    task = asyncio.create_task(self._deliver(firing, attempt))
+                    self._running.add(task)
+                if not claimed and not self._running:
+                    self._idle.set()
+            if claimed and len(claimed) == free:
+                continue  # perhaps more are due: claim again as soon as a slot is free
+            # (`asyncio.timeout`, not `wait_for`: a `wait_for` cancelled just as its timer fired
+            # was seen to hang here on Python 3.11, so the pool never stopped; 3.12 rebuilt
+            # `wait_for` on `asyncio.timeout`.)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POOL_IDLE_CHECK):
+                    await self._wake.wait()
+
+    async def _deliver(self, firing: Firing, attempt: int) -> None:
+        try:
+            try:
+                delivery = await self.sensor._within_deadline(
+                    firing, attempt, self.sensor.deliver_one
+                )
+            except Exception as exc:  # its outcome could not be recorded (the store is down)
+                logger.error(
+                    "sensor %s: Firing %s of %r (%s): its outcome could not be recorded (%s); "
+                    "it stays pending and is delivered again once its lease runs out.",
+                    self.sensor.name,
+                    firing.firing_id[:8],
+                    firing.automation,
+                    firing.subject,
+                    exc,
+                )
+                return
+            finally:
+                self._leases.release(firing.firing_id)
+            try:
+                outcome = self.on_delivery(delivery)
+                if asyncio.iscoroutine(outcome):
+                    await outcome
+            except Exception:  # reporting a delivery must not stop the pool
+                logger.exception("Reporting a delivery failed.")
+        finally:
+            self._running.discard(asyncio.current_task())
+            self._wake.set()  # a slot is free
 
 
 class _Leases:
@@ -592,14 +745,18 @@ def sources_of(config: AutomationsConfig) -> list[Source]:
     return sources
 
 
-def summary(report: CycleReport) -> str:
-    """One line for logs."""
+def summary(report: CycleReport, *, delivered: bool = True) -> str:
+    """One line for logs; without `delivered`, for a cycle whose firings are delivered apart
+    (each delivery has a line of its own)."""
+    problems = "".join(f"; source {e}" for e in report.source_errors)
+    held = sum(skip.count for skip in report.held_back)
+    evaluated = f"{report.events} event(s) evaluated, {len(report.fired)} firing(s)" + (
+        f" ({held} held back)" if held else ""
+    )
+    if not delivered:
+        return evaluated + problems
     done = sum(d.status == "finished" for d in report.deliveries)
     failed = sum(d.failed for d in report.deliveries)
     again = sum(d.failed and d.retry_at is not None for d in report.deliveries)
     retried = f" ({again} to be tried again)" if again else ""
-    problems = "".join(f"; source {e}" for e in report.source_errors)
-    return (
-        f"{report.events} event(s) evaluated, {len(report.fired)} firing(s), "
-        f"{done} action(s) done, {failed} failed{retried}{problems}"
-    )
+    return f"{evaluated}, {done} action(s) done, {failed} failed{retried}{problems}"

@@ -80,9 +80,7 @@ def test_the_service_says_what_it_does_one_line_per_firing(
         f"sensor talks: started — 1 automation, store sqlite:///{tmp_path}/store.db, "
         "sources: none (pushed and ingested events); polls every 600 s"
     )
-    assert lines[1] == (
-        "sensor talks: 1 event(s) evaluated, 1 firing(s), 1 action(s) done, 0 failed"
-    )
+    assert lines[1] == "sensor talks: 1 event(s) evaluated, 1 firing(s)"
     assert lines[2] == (
         f"sensor talks: Firing {firing_id[:8]} of 'page-on-failure' (run 'r1'): done (ok)."
     )
@@ -220,3 +218,61 @@ def test_only_expected_failures_lose_their_traceback() -> None:
     assert _expected_failures(bug) is True
     assert bug.exc_info is not None
     assert isinstance(bug.exc_info[1], KeyError)
+
+
+def test_the_services_artifact_shows_its_firings_as_their_actions_ended(
+    tmp_path: Path, prefect_api: str
+) -> None:
+    """Busy cycles and deliveries make one artifact per second (at most), on the service's flow
+    run: a firing and what its action did are one row."""
+    import json
+    import uuid
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.context import get_run_context
+
+    name = f"page-{uuid.uuid4().hex[:8]}"
+    sensor = Sensor(on_failed_runs(tmp_path, name))
+    sensor.store.put_events(events(state("r1", "failed", 0)), origin="push")
+
+    @flow(name="service-under-test")
+    async def service() -> str:
+        await sensor_loop(sensor, interval=600, cycles=1)
+        return str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+
+    flow_run_id = asyncio.run(service())
+
+    async def artifact() -> Any:
+        async with get_client() as client:
+            response = await client._client.post(
+                "/artifacts/filter",
+                json={
+                    "artifacts": {"key": {"any_": ["ml-automations-sensor"]}},
+                    "flow_runs": {"id": {"any_": [flow_run_id]}},
+                    "sort": "CREATED_DESC",
+                    "limit": 5,
+                    "offset": 0,
+                },
+            )
+        return response.json()
+
+    # One artifact when the action ended within the second (a slow machine may write the
+    # firing, then its delivery: the latest one has the firing's outcome either way).
+    latest, *_ = asyncio.run(artifact())
+    rows = json.loads(latest["data"])
+    assert [(r["automation"], r["status"]) for r in rows] == [(name, "finished")]
+    assert latest["description"].endswith(" 1 action(s) done, 0 failed.")
+
+
+def test_merged_cycles_count_a_held_back_match_once_per_reason() -> None:
+    """The service's artifact merges cycles: the same held-back match twice is one row, (2×)."""
+    from prefect_ml_automations.decisions import Skip
+    from prefect_ml_automations.sensor import CycleReport, summary
+
+    held = Skip("hook", "run 'r2'", "held back by the cooldown (24h)", held_back=True)
+    merged = CycleReport(events=1, held_back=[held]).merged(CycleReport(events=2, held_back=[held]))
+    assert merged.held_back == [
+        Skip("hook", "run 'r2'", "held back by the cooldown (24h)", 2, held_back=True)
+    ]
+    assert summary(merged, delivered=False) == "3 event(s) evaluated, 0 firing(s) (2 held back)"

@@ -27,7 +27,7 @@ from prefect_ml_automations.automations import (
     RunState,
 )
 from prefect_ml_automations.automations.triggers import STATE_ALIASES
-from prefect_ml_automations.decisions import Firing, Skip, firing_id, run_subject
+from prefect_ml_automations.decisions import Firing, Skip, firing_id, merged_skips, run_subject
 from prefect_ml_automations.evaluator.batch import NO_TIME, EventBatch, from_ns, to_ns
 from prefect_ml_automations.evaluator.cooldown import apply_cooldown
 from prefect_ml_automations.evaluator.rows import StateKeys
@@ -150,7 +150,7 @@ class Evaluator:
             self._artifact_events(chunk, since_ns, explain, out)
             run.remember()
         out.firings.sort(key=lambda f: (f.arrival, self._rank[f.automation]))
-        out.skips = _merged(out.skips)
+        out.skips = merged_skips(out.skips)
         return out
 
     # -- run states -----------------------------------------------------------------------------
@@ -700,16 +700,6 @@ def metric_windows(
         if metric_pass.ingest(Evaluation()):
             yield piece.columns.arrival[metric_pass.rows], metric_pass
             metric_pass.remember()
-
-
-def _merged(skips: list[Skip]) -> list[Skip]:
-    """Skips for the same automation, subject and reason (from several slices) as one."""
-    counts: dict[tuple[str, str, str], int] = {}
-    for skip in skips:
-        key = (skip.automation, skip.subject, skip.reason)
-        counts[key] = counts.get(key, 0) + skip.count
-    held = {(s.automation, s.subject, s.reason) for s in skips if s.held_back}
-    return [Skip(*key, count, held_back=key in held) for key, count in counts.items()]
 
 
 def _ns(automation: Automation) -> int:
