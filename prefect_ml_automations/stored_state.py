@@ -103,9 +103,10 @@ def load(connection: Connection, sensor: str, keys: StateKeys) -> StateRows:
             continue
         info = rows.metrics.get(key)
         members = members_of(info) if info is not None else {}
-        for k in sorted(windows - members.keys()):
+        missing = sorted(windows - members.keys())
+        for k in missing:
             members[k] = _most_recent_logged(connection, sensor, *key, k)
-        if info is None or len(members) > len(members_of(info)):
+        if info is None or missing:
             rows.metrics[key] = MetricRow(
                 capacity=info.capacity if info is not None else 1,
                 shift=info.shift if info is not None else None,

@@ -16,7 +16,7 @@ from prefect_ml_automations import stored_state
 from prefect_ml_automations.automations import Automation
 from prefect_ml_automations.decisions import Firing
 from prefect_ml_automations.evaluator import Evaluator, EvaluatorState
-from prefect_ml_automations.evaluator.rows import rows_of
+from prefect_ml_automations.evaluator.rows import StateRows, rows_of, state_from_rows
 from prefect_ml_automations.store import StateStore, sensor_state
 
 from .conftest import T0, at, automation, events, metric, state
@@ -166,7 +166,5 @@ def test_a_partial_state_round_trips_through_rows() -> None:
     evaluator = Evaluator([CHANGE, Z2, FAILED])
     evaluator.evaluate(events(*stream(4, 6), state("r2", "failed", 70)))
     rows = rows_of(evaluator.state)
-    from prefect_ml_automations.evaluator.rows import state_from_rows
-
     assert rows_of(state_from_rows(rows)) == rows
-    assert rows_of(EvaluatorState()).changed_since(rows) == type(rows)()
+    assert rows_of(EvaluatorState()).changed_since(rows) == StateRows()
