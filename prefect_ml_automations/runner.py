@@ -126,6 +126,7 @@ async def sensor_loop(
 
     async with (
         _one_prefect_client(artifacts is not None),
+        _leaving(sensor),
         DeliveryPool(sensor, on_delivery=delivered) as pool,
         _closing(artifacts),
     ):
@@ -174,7 +175,9 @@ async def sensor_loop(
                 artifacts.add(report)
             if cycles is not None and done >= cycles:
                 break
-            await _idle(sensor.store, wake, interval)
+            # (A cycle that took nothing while the inbox holds events: other sensors hold
+            # their partitions. It waits a moment, not spinning on them.)
+            await _idle(sensor.store, wake, interval, settled=report.events == 0)
         await pool.settle()  # (reached only with `cycles`: what they fired is done first)
 
 
@@ -270,8 +273,20 @@ def in_flow_run() -> bool:
     return FlowRunContext.get() is not None
 
 
-async def _idle(store: StateStore, wake: asyncio.Event, interval: float) -> None:
-    """Wait for a wake-up, inbox events, or the interval, whichever comes first."""
+@contextlib.asynccontextmanager
+async def _leaving(sensor: Sensor) -> AsyncIterator[None]:
+    """When the loop ends, the other sensors on the store take over its share at once."""
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(sensor.leave)
+
+
+async def _idle(
+    store: StateStore, wake: asyncio.Event, interval: float, *, settled: bool = False
+) -> None:
+    """Wait for a wake-up, inbox events, or the interval, whichever comes first; `settled`:
+    the last cycle took nothing, so inbox events are looked for after a first `INBOX_POLL`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + interval
     while loop.time() < deadline:
@@ -279,10 +294,11 @@ async def _idle(store: StateStore, wake: asyncio.Event, interval: float) -> None
             wake.clear()
             return
         try:
-            if await asyncio.to_thread(store.has_inbox):
+            if not settled and await asyncio.to_thread(store.has_inbox):
                 return
         except Exception:  # the store is failing: the next cycle says so, and backs off
             return
         with contextlib.suppress(TimeoutError):  # (not `wait_for`: see DeliveryPool)
             async with asyncio.timeout(min(INBOX_POLL, deadline - loop.time())):
                 await wake.wait()
+        settled = False

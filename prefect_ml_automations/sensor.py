@@ -2,14 +2,17 @@
 
 One cycle is four steps (the flow `ml-automations-sensor` runs each as Prefect task runs):
 
-1. `poll` — each source reads what changed since its cursor, *outside* the store's lock (a slow
-   tracker holds up nobody), starting from the cursor read just before.
-2. `commit` — in one store transaction: take the inbox, keep each poll whose source's cursor is
-   still the one it started from (compare and swap: a poll that raced another sensor or a
-   webhook is dropped and done again next cycle, never counted twice), evaluate everything with
-   the persisted evaluator state, record the new firings as `pending`, save cursors and state.
-   A crash anywhere here rolls all of it back; the evaluation being deterministic, the next
-   cycle finds the same firings.
+1. `poll` — each source this sensor holds the lease of (one sensor polls a source at a time)
+   reads what changed since its cursor, *outside* any transaction (a slow tracker holds up
+   nobody), starting from the cursor read just before.
+2. `commit` — first, in one short transaction, the polls' events go into the inbox with their
+   cursors, keeping each poll whose source's cursor is still the one it started from (compare
+   and swap: a poll that raced another sensor or a webhook is dropped and done again next
+   cycle, never counted twice). Then, in one transaction: take this sensor's share of the
+   partitions (projects, registries) that have inbox events and that no other sensor holds
+   (see `partitions`), evaluate their events with their persisted evaluator state, record the
+   new firings as `pending`, save the state rows that changed. A crash anywhere here rolls it
+   back; the evaluation being deterministic, the next cycle finds the same firings.
 3. `deliver` — for every pending firing that is due: claim it (a lease, so two sensors never run
    one action at once), run the action — several at a time, up to `DELIVERY_CONCURRENCY` —, mark
    it `finished`, or `failed` with the error once its retries are spent. A firing left pending by
@@ -62,6 +65,9 @@ BACKOFF = (timedelta(seconds=10), timedelta(seconds=60), timedelta(minutes=5))
 POLL_TIMEOUT = timedelta(minutes=5)
 #: Actions run at once by one sensor (a burst of 1,000 firings is not delivered one by one).
 DELIVERY_CONCURRENCY = 16
+#: The inbox origin of what a tracker held before the sensor watched it (it fills the windows
+#: and fires nothing).
+FILLING = "fill"
 #: How often a delivery pool with nothing to do looks for firings that fell due meanwhile (a
 #: retry's back-off ended, another sensor's lease ran out); a commit wakes it at once.
 POOL_IDLE_CHECK = 1.0
@@ -234,6 +240,15 @@ class Sensor:
         """Each source's cursor as stored now (one short read; no lock held)."""
         return self.store.cursors([s.name for s in self.sources])
 
+    def to_poll(self, now: datetime) -> list[Source]:
+        """The sources this sensor polls now: those no other sensor on the store is polling
+        (each is leased to its poller until the commit that takes its events)."""
+        if not self.sources:
+            return []
+        lease = self.poll_timeout + timedelta(minutes=1)
+        claimed = self.store.claim_sources([s.name for s in self.sources], now, lease)
+        return [source for source in self.sources if source.name in claimed]
+
     def poll(self, source: Source, cursor: dict[str, Any] | None, now: datetime) -> Polled:
         """Poll one source; any failure becomes the poll's `error` (its cursor stays)."""
         try:
@@ -249,14 +264,16 @@ class Sensor:
             return Polled(source.name, cursor, error=poll_failure(exc))
 
     def poll_all(self, now: datetime) -> list[Polled]:
+        sources = self.to_poll(now)
         cursors = self.read_cursors()
-        return [self.poll(source, cursors.get(source.name), now) for source in self.sources]
+        return [self.poll(source, cursors.get(source.name), now) for source in sources]
 
     async def poll_within(self, now: datetime) -> list[Polled]:
         """Poll every source at once, each given `poll_timeout`: a tracker that hangs holds up
         neither the pushed events nor the other sources. Its poll goes on in the background
         (a daemon thread: it can not be stopped, and must not keep the process alive) and the
         source is skipped until it ends; its result is dropped (its cursor stays)."""
+        sources = await asyncio.to_thread(self.to_poll, now)
         cursors = await asyncio.to_thread(self.read_cursors)
         timeout = self.poll_timeout.total_seconds()
 
@@ -282,34 +299,39 @@ class Sensor:
                     "without it (its cursor stays).",
                 )
 
-        return list(await asyncio.gather(*(one(source) for source in self.sources)))
+        return list(await asyncio.gather(*(one(source) for source in sources)))
 
     # -- 2. commit ---------------------------------------------------------------------------
 
     def commit(
         self, polled: Sequence[Polled], *, limit: int = 100_000, now: datetime | None = None
     ) -> CycleReport:
-        """In one transaction: take the inbox, keep the polls whose cursor nobody moved meanwhile,
-        judge all of it, record the firings, save the cursors and the evaluator state."""
+        """Put what the polls found into the inbox, keeping only the polls whose cursor nobody
+        moved meanwhile (one short transaction); then, in one transaction, take this sensor's
+        share of the partitions that have events waiting, judge their events, record the
+        firings, save their evaluator state (see `partitions`)."""
         report = CycleReport()
         now = now or utcnow()
-        with self.store.cycle(self.name) as cycle:
-            events = cycle.take_inbox(limit)
-            filling: list[Event] = []
+        with self.store.intake(self.name) as intake:
             for one in polled:
                 if one.poll is None:
                     report.source_errors.append(f"{one.source}: {one.error}")
                     continue
-                if cycle.cursor(one.source) != one.started_from:
+                if intake.cursor(one.source) != one.started_from:
                     # Another sensor, or a webhook, moved the cursor while we polled: what we
                     # found is theirs too. Drop it; the next cycle polls from their cursor.
                     report.dropped_polls.append(one.source)
                     continue
-                cycle.save_cursor(one.source, one.poll.cursor)
-                events += one.poll.events
-                filling += one.poll.filling
+                intake.save_cursor(one.source, one.poll.cursor)
+                intake.put(one.poll.filling, origin=FILLING)
+                intake.put(one.poll.events, origin="poll")
+            intake.release_sources([one.source for one in polled], now)
+        with self.store.cycle(self.name) as cycle:
+            taken = cycle.take_inbox(limit, workers=intake.workers, known=intake.put_events)
+            filling = [e for e in taken if cycle.origins[id(e)][0] == FILLING]
+            events = [e for e in taken if cycle.origins[id(e)][0] != FILLING]
+            report.quarantined = cycle.quarantined
             if not events and not filling:
-                report.quarantined = cycle.quarantined
                 return report
             report.events = len(events) + len(filling)
             state = self._judge(cycle, filling, events, report)
@@ -506,7 +528,16 @@ class Sensor:
         return report
 
     def run_once(self) -> CycleReport:
-        return asyncio.run(self.cycle())
+        try:
+            return asyncio.run(self.cycle())
+        finally:
+            self.leave()
+
+    def leave(self) -> None:
+        """This process stops working on the store: other sensors' shares of the partitions
+        grow at once (see `partitions`)."""
+        with contextlib.suppress(Exception):  # (a store that is down forgets it in seconds)
+            self.store.leave()
 
     async def retry(self, firing_id: str) -> Delivery:
         """Run a failed firing's action again, now."""

@@ -3,16 +3,17 @@
 A SQLite file by default; PostgreSQL when several sensors share the work. The schema is kept
 by alembic migrations that run when a store is opened, so a newer version upgrades an old store.
 
-Exactly once rests on two things here: a sensor cycle holds the state row for update (SQLite:
-`BEGIN IMMEDIATE`; PostgreSQL: `SELECT … FOR UPDATE`), so two sensors never evaluate the same
-inbox events against the same state; and `firing_id` is the firings table's primary key, so
-recording a firing twice is a no-op. Actions are claimed with a lease before they run.
+Exactly once rests on two things here: a sensor cycle holds the rows of the partitions it takes
+for update (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: `SELECT … FOR UPDATE SKIP LOCKED`, see
+`partitions`), so two sensors never evaluate the same inbox events or the same state; and
+`firing_id` is the firings table's primary key, so recording a firing twice is a no-op. Actions
+are claimed with a lease before they run.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,14 +25,15 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from prefect_ml_automations import stored_state
+from prefect_ml_automations import partitions, stored_state
 from prefect_ml_automations.decisions import Firing, FiringStatus, Skip, firing_id
 from prefect_ml_automations.errors import BadInputError, MLAutomationsError, StateError
 from prefect_ml_automations.evaluator import EvaluatorState
 from prefect_ml_automations.evaluator.rows import StateKeys, StateRows, rows_of, state_from_rows
-from prefect_ml_automations.events import Event, describe_problem, event_from_dict
+from prefect_ml_automations.events import Event, describe_problem, event_from_dict, parse_event
+from prefect_ml_automations.partitions import partition_of, partition_of_body
 from prefect_ml_automations.redact import safe_url
-from prefect_ml_automations.stored_state import dialect_insert
+from prefect_ml_automations.stored_state import dialect_insert, one_of
 
 metadata = sa.MetaData()
 inbox = sa.Table(
@@ -41,6 +43,8 @@ inbox = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("origin", sa.String(32), nullable=False),
     sa.Column("body", sa.Text(), nullable=False),
+    #: The project or registry the event belongs to (`partitions.partition_of`).
+    sa.Column("partition", sa.Text(), nullable=False),
 )
 sensor_state = sa.Table(
     "ml_sensor_state",
@@ -236,18 +240,9 @@ class StateStore:
         """Store events durably (one transaction); returns how many."""
         if not events:
             return 0
-        now = utcnow()
-        rows = [
-            {
-                "received_at": now,
-                "origin": origin,
-                "body": e.model_dump_json(exclude_none=True, by_alias=True),
-            }
-            for e in events
-        ]
         with self.engine.begin() as connection:
-            connection.execute(inbox.insert(), rows)
-        return len(rows)
+            put_inbox(connection, events, origin=origin)
+        return len(events)
 
     def push_source_change(
         self,
@@ -275,18 +270,7 @@ class StateStore:
             events, cursor = change(read_cursor(connection, source))
             if cursor is not None:
                 write_cursor(connection, source, cursor)
-            if events:
-                connection.execute(
-                    inbox.insert(),
-                    [
-                        {
-                            "received_at": now,
-                            "origin": origin,
-                            "body": e.model_dump_json(exclude_none=True, by_alias=True),
-                        }
-                        for e in events
-                    ],
-                )
+            put_inbox(connection, events, origin=origin, now=now)
         return len(events)
 
     def inbox_size(self) -> int:
@@ -329,13 +313,17 @@ class StateStore:
                 query = query.where(quarantine.c.id.in_(list(ids)))
             rows = connection.execute(query).all()
             if rows:
-                connection.execute(
-                    inbox.insert(),
-                    [
-                        {"received_at": r.received_at, "origin": r.origin, "body": r.body}
-                        for r in rows
-                    ],
-                )
+                back = [
+                    {
+                        "received_at": r.received_at,
+                        "origin": r.origin,
+                        "body": r.body,
+                        "partition": partition_of_body(r.body),
+                    }
+                    for r in rows
+                ]
+                partitions.ensure(connection, [r["partition"] for r in back])
+                connection.execute(inbox.insert(), back)
                 connection.execute(
                     quarantine.delete().where(quarantine.c.id.in_([r.id for r in rows]))
                 )
@@ -391,14 +379,36 @@ class StateStore:
     # -- a sensor cycle -------------------------------------------------------------------------
 
     @contextmanager
+    def intake(self, name: str = "default") -> Iterator[Intake]:
+        """What a sensor's polls found, into the inbox, in one short transaction that holds the
+        sensor's row: the compare and swap of each source's cursor, with the events it found."""
+        with self.engine.begin() as connection:
+            yield Intake(connection, name)
+
+    @contextmanager
     def cycle(self, name: str = "default") -> Iterator[Cycle]:
-        """One sensor cycle, in one transaction that holds the sensor's state row.
+        """One sensor cycle, in one transaction that holds the partitions it takes.
 
         Everything done through the `Cycle` — taking inbox events, recording firings, saving
         the evaluator state — commits together or not at all.
         """
         with self.engine.begin() as connection:
             yield Cycle(connection, name)
+
+    def claim_sources(self, names: Sequence[str], now: datetime, lease: timedelta) -> set[str]:
+        """The sources this process may poll now: none that another sensor is polling."""
+        with self.engine.begin() as connection:
+            return partitions.claim_sources(connection, names, now, lease)
+
+    def working(self, sensor: str, now: datetime) -> int:
+        """Say that this process is at work for `sensor`; how many workers share the store now."""
+        with self.engine.begin() as connection:
+            return partitions.working(connection, sensor, now)
+
+    def leave(self) -> None:
+        """This process stops working: the others' shares grow at once."""
+        with self.engine.begin() as connection:
+            partitions.leave(connection)
 
     # -- firings --------------------------------------------------------------------------------
 
@@ -571,8 +581,8 @@ def _history_row(row: Any) -> HistoryRow:
     )
 
 
-class Cycle:
-    """What one sensor cycle does inside its transaction."""
+class Intake:
+    """A sensor's polls going into the inbox (see `StateStore.intake`)."""
 
     def __init__(self, connection: Connection, name: str) -> None:
         self.connection = connection
@@ -582,54 +592,145 @@ class Cycle:
             name=name, data=None, cycles=0, updated_at=now
         )
         connection.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
-        self.row = connection.execute(
+        row = connection.execute(
             sa.select(sensor_state).where(sensor_state.c.name == name).with_for_update()
         ).one()
+        if row.data is not None:
+            # The whole state as one blob, as versions before 0003 kept it: into rows, once.
+            state = EvaluatorState.from_bytes(bytes(row.data))
+            stored_state.save(connection, name, rows_of(state))
+        connection.execute(
+            sensor_state.update()
+            .where(sensor_state.c.name == name)
+            .values(data=None, cycles=sensor_state.c.cycles + 1, updated_at=now)
+        )
+        #: The events put in, by inbox id (a cycle of this sensor takes them without parsing).
+        self.put_events: dict[int, Event] = {}
+        #: How many workers share the store now, this one included (it says so here).
+        self.workers = partitions.working(connection, name, now)
+
+    def cursor(self, source: str) -> dict[str, Any] | None:
+        """What a source left last time (None before its first poll)."""
+        return read_cursor(self.connection, source)
+
+    def save_cursor(self, source: str, cursor: dict[str, Any]) -> None:
+        write_cursor(self.connection, source, cursor)
+
+    def release_sources(self, names: Sequence[str], now: datetime) -> None:
+        """These sources' polls are in: any sensor may poll them next."""
+        partitions.release_sources(self.connection, names, now)
+
+    def put(self, events: Sequence[Event], *, origin: str) -> None:
+        ids = put_inbox(self.connection, events, origin=origin)
+        self.put_events.update(zip(ids, events, strict=True))
+
+
+def put_inbox(
+    connection: Connection, events: Sequence[Event], *, origin: str, now: datetime | None = None
+) -> list[int]:
+    """Store events in the inbox, each with its partition (and that partition's lock row);
+    returns their inbox ids, in order."""
+    if not events:
+        return []
+    now = now or utcnow()
+    names = [partition_of(e) for e in events]
+    partitions.ensure(connection, names)
+    rows = [
+        {
+            "received_at": now,
+            "origin": origin,
+            "body": e.model_dump_json(exclude_none=True, by_alias=True),
+            "partition": name,
+        }
+        for e, name in zip(events, names, strict=True)
+    ]
+    ids: list[int] = []
+    for chunk in _chunks(rows, 1000):
+        ids += connection.execute(
+            inbox.insert().returning(inbox.c.id, sort_by_parameter_order=True), chunk
+        ).scalars()
+    return ids
+
+
+class Cycle:
+    """What one sensor cycle does inside its transaction."""
+
+    def __init__(self, connection: Connection, name: str) -> None:
+        self.connection = connection
+        self.name = name
         #: Where each event taken from the inbox came from (for the quarantine).
         self.origins: dict[int, tuple[str, datetime]] = {}
+        #: The partitions this cycle holds.
+        self.partitions: list[str] = []
         self.quarantined = 0
         self._loaded = StateRows()
-        self._blob = None if self.row.data is None else bytes(self.row.data)
 
     def state(self, keys: StateKeys) -> EvaluatorState:
         """The part of the evaluator state that evaluating a batch with `keys` reads (from
         `Evaluator.reads`); `save` writes back what changed of it."""
-        if self._blob is not None:
-            self._convert_blob(self._blob)
         self._loaded = stored_state.load(self.connection, self.name, keys)
         return state_from_rows(self._loaded)
 
-    def _convert_blob(self, data: bytes) -> None:
-        """The whole state as one blob, as versions before 0003 kept it: into rows, once."""
-        stored_state.save(self.connection, self.name, rows_of(EvaluatorState.from_bytes(data)))
-        self.connection.execute(
-            sensor_state.update().where(sensor_state.c.name == self.name).values(data=None)
-        )
-        self._blob = None
-
-    def take_inbox(self, limit: int = 100_000) -> list[Event]:
-        """The oldest inbox events (at most `limit`), removed from the inbox with this cycle.
+    def take_inbox(
+        self,
+        limit: int = 100_000,
+        *,
+        workers: int = 1,
+        known: Mapping[int, Event] | None = None,
+    ) -> list[Event]:
+        """The oldest inbox events of this cycle's share of the partitions (at most `limit`;
+        see `partitions`), removed from the inbox with this cycle. `workers`: how many sensors
+        share the store now; `known`: events already at hand, by inbox id (not parsed again).
 
         A stored event that no longer reads as one (stored by an older version that let it in)
         goes to the quarantine with the reason, instead of failing every cycle."""
-        rows = self.connection.execute(
-            sa.select(inbox.c.id, inbox.c.received_at, inbox.c.origin, inbox.c.body)
+        waiting = [
+            (name, int(count))
+            for name, count in self.connection.execute(
+                sa.select(inbox.c.partition, sa.func.count().label("count"))
+                .group_by(inbox.c.partition)
+                .order_by(sa.func.min(inbox.c.id))
+            )
+        ]
+        if not waiting:
+            return []
+        self.partitions = partitions.lock(
+            self.connection,
+            waiting,
+            want=partitions.share(len(waiting), workers),
+            limit=limit,
+        )
+        if not self.partitions:
+            return []
+        oldest = (
+            sa.select(inbox.c.id)
+            .where(one_of(self.connection, inbox.c.partition, self.partitions))
             .order_by(inbox.c.id)
             .limit(limit)
+        )
+        taken = self.connection.execute(
+            inbox.delete()
+            .where(inbox.c.id.in_(oldest.scalar_subquery()))
+            .returning(inbox.c.id, inbox.c.received_at, inbox.c.origin, inbox.c.body)
         ).all()
-        if not rows:
-            return []
-        self.connection.execute(inbox.delete().where(inbox.c.id.in_([r.id for r in rows])))
+        known = known or {}
         events: list[Event] = []
-        for row in rows:
-            try:
-                event = event_from_dict(json.loads(row.body))
-            except (ValueError, ValidationError) as exc:  # (ValidationError is a ValueError)
-                reason = describe_problem(exc) if isinstance(exc, ValidationError) else str(exc)
-                self._quarantine(
-                    row.origin, row.body, f"not a valid event: {reason}", row.received_at
-                )
-                continue
+        for row in sorted(taken, key=lambda row: row.id):
+            event = known.get(row.id)
+            if event is None:
+                try:
+                    event = parse_event(row.body)
+                except ValidationError:
+                    try:  # (again, for the message: json's own, naming line and column)
+                        event = event_from_dict(json.loads(row.body))
+                    except (ValueError, ValidationError) as exc:  # (a ValidationError is one)
+                        reason = (
+                            describe_problem(exc) if isinstance(exc, ValidationError) else str(exc)
+                        )
+                        self._quarantine(
+                            row.origin, row.body, f"not a valid event: {reason}", row.received_at
+                        )
+                        continue
             self.origins[id(event)] = (row.origin, row.received_at)
             events.append(event)
         return events
@@ -719,25 +820,11 @@ class Cycle:
             )
             self.connection.execute(upsert, rows)
 
-    def cursor(self, source: str) -> dict[str, Any] | None:
-        """What a source left last time (None before its first poll)."""
-        return read_cursor(self.connection, source)
-
-    def save_cursor(self, source: str, cursor: dict[str, Any]) -> None:
-        write_cursor(self.connection, source, cursor)
-
     def save(self, state: EvaluatorState) -> None:
         """Write the rows of `state` (as loaded by `state`) that the cycle changed."""
-        if self._blob is not None:  # (a state built without `state`: it goes over the blob's)
-            self._convert_blob(self._blob)
         changed = rows_of(state).changed_since(self._loaded)
         stored_state.save(self.connection, self.name, changed)
         self._loaded = StateRows()
-        self.connection.execute(
-            sensor_state.update()
-            .where(sensor_state.c.name == self.name)
-            .values(cycles=sensor_state.c.cycles + 1, updated_at=utcnow())
-        )
 
 
 def _due(now: datetime) -> Any:

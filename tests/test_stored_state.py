@@ -46,6 +46,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> StateStore:
 def cycle(store: StateStore, automations: list[Automation], *dicts: Any) -> list[Firing]:
     """One sensor transaction over these events: load, evaluate, record nothing, save."""
     batch = events(*dicts)
+    with store.intake():
+        pass  # (as a sensor's commit does first: an earlier version's blob becomes rows here)
     with store.cycle() as one:
         state = one.state(Evaluator(automations).reads(batch))
         firings = Evaluator(automations, state).evaluate(batch).firings

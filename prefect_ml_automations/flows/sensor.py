@@ -69,8 +69,11 @@ async def sensor_cycle(config_file: str | None = None, sensor: str = "default") 
         logger.error(problem)
     try:
         worker = Sensor(config, name=sensor)
-        async with heartbeats(worker.store, sensor):
-            report = await run_cycle(worker, block_ids)
+        try:
+            async with heartbeats(worker.store, sensor):
+                report = await run_cycle(worker, block_ids)
+        finally:
+            await asyncio.to_thread(worker.leave)
     except (StateError, SQLAlchemyError) as exc:
         # Nothing of the cycle was kept (its transaction rolled back): the next run does it.
         problem = (
@@ -106,15 +109,13 @@ async def run_cycle(
     `concurrency` at a time). Called inside a flow run."""
     logger = get_run_logger()
     now = utcnow()
+    sources = await asyncio.to_thread(sensor.to_poll, now)
     cursors = await asyncio.to_thread(sensor.read_cursors)
     states = await asyncio.gather(
-        *(
-            _final_state(poll_source, source, cursors.get(source.name), now)
-            for source in sensor.sources
-        )
+        *(_final_state(poll_source, source, cursors.get(source.name), now) for source in sources)
     )
     polled: list[Polled] = []
-    for polled_source, state in zip(sensor.sources, states, strict=True):
+    for polled_source, state in zip(sources, states, strict=True):
         outcome = await state.aresult(raise_on_failure=False)
         cursor = cursors.get(polled_source.name)
         if isinstance(outcome, Poll):
