@@ -14,8 +14,7 @@ from typing import Any
 from prefect_ml_automations.config import AutomationsConfig
 from prefect_ml_automations.decisions import Firing, Skip
 from prefect_ml_automations.evaluator import Evaluation, Evaluator
-from prefect_ml_automations.evaluator.batch import BatchBuilder
-from prefect_ml_automations.events import scan_events
+from prefect_ml_automations.event_files import read_batch
 
 
 def dry_run(
@@ -31,9 +30,8 @@ def dry_run(
     Raises `EventError` (naming file, line and field) before evaluating anything if a line is
     malformed. `progress` is called with the number of events read so far, now and then.
     """
-    builder = BatchBuilder()
-    scan_events(events, builder.add, progress=progress)
-    return Evaluator(config.automations).evaluate(builder.build(), since=since, explain=explain)
+    batch = read_batch(events, progress=progress)
+    return Evaluator(config.automations).evaluate(batch, since=since, explain=explain)
 
 
 def decision_records(evaluation: Evaluation) -> list[dict[str, Any]]:

@@ -85,6 +85,18 @@ def is_system_metric(name: str) -> bool:
     return name.startswith(SYSTEM_METRIC_PREFIXES)
 
 
+def counted(value: Any) -> float | None:
+    """A metric value as the evaluator counts it: a finite int or float (not a boolean) within
+    ±`MAX_VALUE`, as a float; anything else (text, images, NaN, ±inf, 10**400) None."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float (10**400) counts as much as inf
+        return None
+    return number if abs(number) <= MAX_VALUE else None  # (NaN and ±inf fail this too)
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -120,14 +132,7 @@ class MetricEvent(_RunEvent):
     @property
     def number(self) -> float | None:
         """The value if it counts (a finite int or float, not a boolean), else None."""
-        value = self.value
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            return None
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond any float (10**400) counts as much as inf
-            return None
-        return number if abs(number) <= MAX_VALUE else None  # (NaN and ±inf fail this too)
+        return counted(self.value)
 
 
 class RunStateEvent(_RunEvent):

@@ -13,9 +13,11 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from prefect_ml_automations.events import (
     MAX_VALUE,
@@ -43,26 +45,6 @@ def to_ns(moment: datetime) -> int:
 
 def from_ns(ns: int) -> datetime:
     return _EPOCH + timedelta(microseconds=int(ns) // 1000)
-
-
-class Interner:
-    """Strings to dense codes, in first-seen order."""
-
-    def __init__(self, values: Iterable[str] = ()) -> None:
-        self.codes: dict[str, int] = {}
-        self.values: list[str] = []
-        for value in values:
-            self.code(value)
-
-    def code(self, value: str) -> int:
-        code = self.codes.get(value)
-        if code is None:
-            code = self.codes[value] = len(self.values)
-            self.values.append(value)
-        return code
-
-    def optional(self, value: str | None) -> int:
-        return -1 if value is None else self.code(value)
 
 
 @dataclass
@@ -203,69 +185,147 @@ class EventBatch:
         )
 
 
+@dataclass
+class Points:
+    """Metric points already read into columns (the file reader's fast path), each with its
+    arrival index; `created` and `ts` in nanoseconds (`created` NO_TIME where not given),
+    `order` the step (or the time, for a system metric), `value` NaN where it does not count."""
+
+    arrival: I64
+    project: list[str]
+    run_id: list[str]
+    run_name: list[str | None]
+    user: list[str | None]
+    created: I64
+    metric: list[str]
+    order: I64
+    ts: I64
+    value: F64
+
+
 class BatchBuilder:
-    """Builds an `EventBatch` one event at a time, keeping only columns for run events."""
+    """Builds an `EventBatch` from events one at a time (`add`) and from blocks of metric points
+    already in columns (`add_points`), each at its arrival index.
+
+    Strings become codes at `build`, in order of first appearance by arrival — so however the
+    events came in, the batch is the one `EventBatch.from_events` makes of them in arrival order.
+    """
 
     def __init__(self) -> None:
-        self._runs = Interner()
-        self._metrics, self._names, self._users = Interner(), Interner(), Interner()
-        self._run_keys: list[tuple[str, str]] = []
+        self._index = 0
+        self._arrival: list[int] = []
+        self._project: list[str] = []
+        self._run_id: list[str] = []
+        self._name: list[str | None] = []
+        self._user: list[str | None] = []
         self._created: list[int] = []
-        self._cols: tuple[list[int], ...] = ([], [], [], [], [], [], [])
+        self._metric: list[str | None] = []
+        self._order: list[int] = []
+        self._ts: list[int] = []
         self._value: list[float] = []
+        self._blocks: list[Points] = []
         self._states: list[tuple[int, RunStateEvent]] = []
         self._artifacts: list[tuple[int, ArtifactEvent]] = []
-        self._index = 0
 
-    def add(self, event: Event) -> None:
-        index = self._index
-        self._index += 1
+    def add(self, event: Event, *, at: int | None = None) -> None:
+        """One event, arriving next (or at index `at`)."""
+        index = self._index if at is None else at
+        self._index = max(self._index, index + 1)
         if not isinstance(event, MetricEvent | RunStateEvent):
             self._artifacts.append((index, event))
             return
-        code = self._runs.code(f"{event.project}\x00{event.run_id}")
-        if code == len(self._run_keys):
-            self._run_keys.append((event.project, event.run_id))
-            self._created.append(
-                NO_TIME if event.run_created_at is None else to_ns(event.run_created_at)
-            )
-        arrival, run, name, user, ts, metric, order = self._cols
-        arrival.append(index)
-        run.append(code)
-        name.append(self._names.optional(event.run_name))
-        user.append(self._users.optional(event.user))
+        self._arrival.append(index)
+        self._project.append(event.project)
+        self._run_id.append(event.run_id)
+        self._name.append(event.run_name)
+        self._user.append(event.user)
+        self._created.append(
+            NO_TIME if event.run_created_at is None else to_ns(event.run_created_at)
+        )
         time = to_ns(event.timestamp)
-        ts.append(time)
+        self._ts.append(time)
         if isinstance(event, MetricEvent):
-            metric.append(self._metrics.code(event.metric))
-            order.append(time if event.step is None else event.step)
+            self._metric.append(event.metric)
+            self._order.append(time if event.step is None else event.step)
             number = event.number
             self._value.append(math.nan if number is None else number)
         else:
-            metric.append(-1)
-            order.append(0)
+            self._metric.append(None)
+            self._order.append(0)
             self._value.append(math.nan)
             self._states.append((index, event))
 
+    def add_points(self, points: Points) -> None:
+        """Metric points in columns, at their own arrival indices."""
+        if len(points.arrival):
+            self._blocks.append(points)
+            self._index = max(self._index, int(points.arrival.max()) + 1)
+
     def build(self) -> EventBatch:
-        arrival, run, name, user, ts, metric, order = self._cols
+        blocks = [
+            Points(
+                np.array(self._arrival, np.int64),
+                self._project,
+                self._run_id,
+                self._name,
+                self._user,
+                np.array(self._created, np.int64),
+                self._metric,  # type: ignore[arg-type]  # (None for run states)
+                np.array(self._order, np.int64),
+                np.array(self._ts, np.int64),
+                np.array(self._value, np.float64),
+            ),
+            *self._blocks,
+        ]
+        arrival = np.concatenate([b.arrival for b in blocks])
+        by_arrival = np.argsort(arrival, kind="stable")
+        in_order = not len(arrival) or bool(np.all(by_arrival == np.arange(len(arrival))))
+
+        def column(values: list[list[Any]]) -> npt.NDArray[np.object_]:
+            joined: npt.NDArray[np.object_] = np.empty(len(arrival), object)
+            joined[:] = [v for part in values for v in part]
+            return joined if in_order else joined[by_arrival]
+
+        def numbers(name: str, dtype: type) -> Any:
+            joined: Any = np.concatenate([getattr(b, name) for b in blocks])
+            joined = joined.astype(dtype, copy=False)
+            return joined if in_order else joined[by_arrival]
+
+        keys = column(
+            [[f"{p}\x00{r}" for p, r in zip(b.project, b.run_id, strict=True)] for b in blocks]
+        )
+        run, run_keys = _codes(keys)
+        created_rows = numbers("created", np.int64)
+        first = np.full(len(run_keys), -1, np.int64)
+        first[run[::-1]] = np.arange(len(run) - 1, -1, -1)  # (each run's first row wins)
+        name, names = _codes(column([b.run_name for b in blocks]))
+        user, users = _codes(column([b.user for b in blocks]))
+        metric, metrics = _codes(column([b.metric for b in blocks]))
         columns = RunColumns(
-            arrival=np.array(arrival, np.int64),
-            run=np.array(run, np.int32),
-            name=np.array(name, np.int32),
-            user=np.array(user, np.int32),
-            ts=np.array(ts, np.int64),
-            metric=np.array(metric, np.int32),
-            order=np.array(order, np.int64),
-            value=np.array(self._value, np.float64),
+            arrival=arrival if in_order else arrival[by_arrival],
+            run=run,
+            name=name,
+            user=user,
+            ts=numbers("ts", np.int64),
+            metric=metric,
+            order=numbers("order", np.int64),
+            value=numbers("value", np.float64),
         )
         return EventBatch(
-            runs=self._run_keys,
-            created=np.array(self._created, np.int64),
-            metrics=self._metrics.values,
-            names=self._names.values,
-            users=self._users.values,
+            runs=[(k.split("\x00", 1)[0], k.split("\x00", 1)[1]) for k in run_keys],
+            created=created_rows[first] if len(first) else np.zeros(0, np.int64),
+            metrics=metrics,
+            names=names,
+            users=users,
             columns=columns,
-            states=self._states,
-            artifacts=self._artifacts,
+            states=sorted(self._states, key=lambda s: s[0]),
+            artifacts=sorted(self._artifacts, key=lambda a: a[0]),
         )
+
+
+def _codes(values: npt.NDArray[np.object_]) -> tuple[I32, list[str]]:
+    """Dense codes in order of first appearance (-1 for None), and the strings coded."""
+    if not len(values):
+        return np.zeros(0, np.int32), []
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return codes.astype(np.int32, copy=False), list(uniques)

@@ -51,8 +51,8 @@ from prefect_ml_automations.config import AutomationsConfig
 from prefect_ml_automations.decisions import Firing
 from prefect_ml_automations.errors import BadInputError
 from prefect_ml_automations.evaluator import Evaluation, Evaluator, EventBatch
-from prefect_ml_automations.evaluator.batch import BatchBuilder
-from prefect_ml_automations.events import Event, scan_events
+from prefect_ml_automations.event_files import read_batch
+from prefect_ml_automations.events import Event
 from prefect_ml_automations.tasks.metrics import batch_from_frame
 
 FIRING_COLUMNS = tuple(name for name, info in Firing.model_fields.items() if not info.exclude)
@@ -155,7 +155,5 @@ def _batch(frame_or_events: pd.DataFrame | Iterable[Event] | str | Path) -> Even
     if isinstance(frame_or_events, EventBatch):
         return frame_or_events
     if isinstance(frame_or_events, str | Path):
-        builder = BatchBuilder()
-        scan_events(frame_or_events, builder.add)
-        return builder.build()
+        return read_batch(frame_or_events)
     return EventBatch.from_events(frame_or_events)
