@@ -68,7 +68,10 @@ class _MetricLine(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _DECODE = msgspec.json.Decoder(_MetricLine).decode
-_DECODE_LINES = msgspec.json.Decoder(_MetricLine).decode_lines
+_DECODE_ARRAY = msgspec.json.Decoder(list[_MetricLine]).decode
+#: What msgspec raises for a line it does not take (bad UTF-8 is a ValueError; nesting deeper
+#: than it recurses, a RecursionError): `parse_event` says what is wrong with it.
+_REFUSED = (msgspec.MsgspecError, ValueError, RecursionError)
 #: The one time format the fast path reads (digits as 9): what trackers send. Any other is
 #: left to `parse_event`, which knows them all.
 _TIME_SHAPES = frozenset(
@@ -124,14 +127,21 @@ def _read_block(
     steps = np.array(_field(fast, "step"), dtype=object)
     no_step = pd.isna(steps)
     order = np.where(no_step, ts, np.where(no_step, 0, steps).astype(np.int64))
-    unsure = ts_unsure | created_unsure
+    values, nested = _values(_field(fast, "value"))
+    unsure = ts_unsure | created_unsure | nested
     for i in np.flatnonzero(no_step).tolist():  # (a step is needed, but by system metrics)
         unsure[i] |= not is_system_metric(fast[i].metric)
     if unsure.any():
         slow = sorted(slow + at[unsure].tolist())
         sure = np.flatnonzero(~unsure)
         fast = [fast[i] for i in sure.tolist()]
-        at, ts, created, order = at[sure], ts[sure], created[sure], order[sure]
+        at, ts, created, order, values = (
+            at[sure],
+            ts[sure],
+            created[sure],
+            order[sure],
+            values[sure],
+        )
     if slow and lines is None:
         lines = _lines(block)
     blank = [p for p in slow if not lines[p].strip()]  # type: ignore[index]  # (no event)
@@ -149,7 +159,7 @@ def _read_block(
                 metric=_field(fast, "metric"),
                 order=order,
                 ts=ts,
-                value=_values(_field(fast, "value")),
+                value=values,
             )
         )
     failures: list[tuple[int, str]] = []
@@ -179,31 +189,26 @@ def _field(points: list[_MetricLine], name: str) -> list[Any]:
     return list(map(attrgetter(name), points))
 
 
-def _line_count(block: bytes) -> int:
-    return block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-
-
 def _decode(
     block: bytes,
 ) -> tuple[int, list[bytes] | None, npt.NDArray[np.int64], list[_MetricLine], list[int]]:
     """How many lines the block holds, the lines (None if they were not needed), the positions
     of those msgspec reads as metric points, those points, and the positions of the others.
 
-    A block of nothing but such lines (and blank ones) is decoded in one call; otherwise line
-    by line."""
+    A block of nothing but such lines is decoded in one call, as one JSON array of its lines: a
+    line that holds two values, or a value over two lines, or a blank line, breaks the array,
+    and the block is then decoded line by line."""
+    parts = block.split(b"\n")
+    if not parts[-1]:
+        parts.pop()
     if b"\\u0000" not in block:  # (a NUL, which no name may hold: `parse_event` says where)
         try:
-            fast = _DECODE_LINES(block)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+            fast = _DECODE_ARRAY(b"[" + b",".join(parts) + b"]")
+        except _REFUSED:
             pass
         else:
-            count = _line_count(block)
-            if len(fast) == count:
-                return count, None, np.arange(count), fast, []
-            lines = _lines(block)
-            filled = [p for p, line in enumerate(lines) if line.strip()]
-            blank = [p for p, line in enumerate(lines) if not line.strip()]
-            return count, lines, np.array(filled, np.int64), fast, blank
+            if len(fast) == len(parts):  # (always, but the count is what the rest relies on)
+                return len(parts), None, np.arange(len(parts)), fast, []
     lines = _lines(block)
     at: list[int] = []
     points: list[_MetricLine] = []
@@ -211,7 +216,7 @@ def _decode(
     for position, line in enumerate(lines):
         try:
             point = _DECODE(line)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except _REFUSED:
             slow.append(position)
             continue
         if b"\\u0000" in line:
@@ -282,11 +287,17 @@ def _canonical(texts: npt.NDArray[np.object_]) -> npt.NDArray[np.bool_]:
     return canonical
 
 
-def _values(values: list[Any]) -> npt.NDArray[np.float64]:
-    """Each value as the evaluator counts it (`counted`): NaN where it does not count."""
+def _values(values: list[Any]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Each value as the evaluator counts it (`counted`; NaN where it does not count), and
+    which are lists or objects (images, histograms): pydantic limits how deeply those nest, so
+    they go the slow way."""
     numbers = [v if type(v) is float else _counted_or_nan(v) for v in values]
     out = np.array(numbers, np.float64)
-    return np.where(np.abs(out) <= MAX_VALUE, out, np.nan)
+    nested = np.zeros(len(values), bool)
+    if np.isnan(out).any():  # (only values that do not count can be lists or objects)
+        for i in np.flatnonzero(np.isnan(out)).tolist():
+            nested[i] = type(values[i]) in (list, dict)
+    return np.where(np.abs(out) <= MAX_VALUE, out, np.nan), nested
 
 
 def _counted_or_nan(value: Any) -> float:

@@ -70,6 +70,8 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 #: A worker that has not cycled for this long is no longer counted when shares are cut (it
 #: only makes the others' shares smaller meanwhile: what it leaves is taken next cycle).
 WORKER_ALIVE = timedelta(seconds=10)
+#: Partitions one cycle takes at most (a cycle's statements name each one it holds).
+MOST_A_CYCLE = 2_000
 #: Partitions locked per statement.
 _LOCK_CHUNK = 500
 
@@ -90,14 +92,15 @@ def partition_of_body(body: str) -> str:
         return ""
     if not isinstance(fields, dict):
         return ""
-    if fields.get("registry"):
+    if fields.get("registry") is not None:
         return f"registry:{fields['registry']}"
     return str(fields.get("project") or "")
 
 
 def share(waiting: int, working: int) -> int:
-    """How many of `waiting` partitions one of `working` sensors takes in a cycle (at least 1)."""
-    return max(1, math.ceil(waiting / max(1, working)))
+    """How many of `waiting` partitions one of `working` sensors takes in a cycle (at least 1,
+    at most `MOST_A_CYCLE`)."""
+    return min(MOST_A_CYCLE, max(1, math.ceil(waiting / max(1, working))))
 
 
 def ensure(connection: Connection, names: Sequence[str]) -> None:
@@ -112,6 +115,17 @@ def ensure(connection: Connection, names: Sequence[str]) -> None:
             ),
             rows,
         )
+
+
+def ensure_outside(connection: Connection, names: Sequence[str]) -> None:
+    """`ensure`, from inside a cycle: on PostgreSQL in a transaction of its own, committed at
+    once, so that no push into those partitions waits for the cycle; on SQLite in the cycle's
+    own (it holds the only write lock there is)."""
+    if connection.dialect.name == "postgresql":
+        with connection.engine.begin() as other:
+            ensure(other, names)
+    else:
+        ensure(connection, names)
 
 
 def lock(
@@ -138,14 +152,14 @@ def lock(
             missing -= _existing(connection, list(missing))  # (held by others: passed over)
         if missing:
             # Inbox rows stored without their lock row (by an older version, say): make it
-            # now. Until this transaction ends the new row is ours; one made meanwhile by
-            # another sensor comes back as a conflict, and is not.
+            # now — on PostgreSQL in a transaction of its own, committed at once, so that no
+            # push into that partition waits for this cycle — and try to lock it.
+            ensure_outside(connection, sorted(missing))
             got |= set(
                 connection.execute(
-                    dialect_insert(connection)(partitions)
-                    .on_conflict_do_nothing(index_elements=["partition"])
-                    .returning(partitions.c.partition),
-                    [{"partition": name} for name in sorted(missing)],
+                    sa.select(partitions.c.partition)
+                    .where(one_of(connection, partitions.c.partition, sorted(missing)))
+                    .with_for_update(skip_locked=True)
                 ).scalars()
             )
         for name, count in chunk:

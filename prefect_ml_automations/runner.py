@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -131,9 +132,18 @@ async def sensor_loop(
         _closing(artifacts),
     ):
         done = 0
+        loop = asyncio.get_running_loop()
+        polled_at = -math.inf
+        settled = False
         while cycles is None or done < cycles:
+            # The trackers are polled every `interval`, or sooner for a wake-up or inbox
+            # events — but not again within it by a cycle that comes only because other
+            # sensors hold the partitions with events (it would poll them four times a second).
+            poll = not settled or loop.time() - polled_at >= interval
+            if poll:
+                polled_at = loop.time()
             try:
-                report = await sensor.poll_and_commit()
+                report = await sensor.poll_and_commit(poll=poll)
             except Exception as exc:
                 done += 1
                 problem = _problem(exc)
@@ -177,7 +187,9 @@ async def sensor_loop(
                 break
             # (A cycle that took nothing while the inbox holds events: other sensors hold
             # their partitions. It waits a moment, not spinning on them.)
-            await _idle(sensor.store, wake, interval, settled=report.events == 0)
+            settled = report.events == 0
+            woken = await _idle(sensor.store, wake, interval, settled=settled)
+            settled = settled and not woken
         await pool.settle()  # (reached only with `cycles`: what they fired is done first)
 
 
@@ -284,21 +296,23 @@ async def _leaving(sensor: Sensor) -> AsyncIterator[None]:
 
 async def _idle(
     store: StateStore, wake: asyncio.Event, interval: float, *, settled: bool = False
-) -> None:
-    """Wait for a wake-up, inbox events, or the interval, whichever comes first; `settled`:
-    the last cycle took nothing, so inbox events are looked for after a first `INBOX_POLL`."""
+) -> bool:
+    """Wait for a wake-up, inbox events, or the interval, whichever comes first; True for a
+    wake-up. `settled`: the last cycle took nothing, so inbox events are looked for after a
+    first `INBOX_POLL`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + interval
     while loop.time() < deadline:
         if wake.is_set():
             wake.clear()
-            return
+            return True
         try:
             if not settled and await asyncio.to_thread(store.has_inbox):
-                return
+                return False
         except Exception:  # the store is failing: the next cycle says so, and backs off
-            return
+            return False
         with contextlib.suppress(TimeoutError):  # (not `wait_for`: see DeliveryPool)
             async with asyncio.timeout(min(INBOX_POLL, deadline - loop.time())):
                 await wake.wait()
         settled = False
+    return False

@@ -515,10 +515,11 @@ class Sensor:
 
     # -- all of it ---------------------------------------------------------------------------
 
-    async def poll_and_commit(self) -> CycleReport:
-        """Steps 1 and 2, every source polled at once (see `poll_within`)."""
+    async def poll_and_commit(self, *, poll: bool = True) -> CycleReport:
+        """Steps 1 and 2, every source polled at once (see `poll_within`); `poll=False`: only
+        the inbox."""
         now = utcnow()
-        polled = await self.poll_within(now)
+        polled = await self.poll_within(now) if poll else []
         return await asyncio.to_thread(self.commit, polled, now=now)
 
     async def cycle(self) -> CycleReport:

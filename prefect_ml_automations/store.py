@@ -383,7 +383,9 @@ class StateStore:
         """What a sensor's polls found, into the inbox, in one short transaction that holds the
         sensor's row: the compare and swap of each source's cursor, with the events it found."""
         with self.engine.begin() as connection:
-            yield Intake(connection, name)
+            intake = Intake(connection, name)
+            yield intake
+            intake.flush()
 
     @contextmanager
     def cycle(self, name: str = "default") -> Iterator[Cycle]:
@@ -604,8 +606,10 @@ class Intake:
             .where(sensor_state.c.name == name)
             .values(data=None, cycles=sensor_state.c.cycles + 1, updated_at=now)
         )
-        #: The events put in, by inbox id (a cycle of this sensor takes them without parsing).
-        self.put_events: dict[int, Event] = {}
+        #: The events put in, by inbox id, with the body stored (a cycle of this sensor takes
+        #: them without parsing; the body tells a row SQLite gave the same id later).
+        self.put_events: dict[int, tuple[str, Event]] = {}
+        self._pending: list[tuple[Event, str]] = []
         #: How many workers share the store now, this one included (it says so here).
         self.workers = partitions.working(connection, name, now)
 
@@ -621,35 +625,45 @@ class Intake:
         partitions.release_sources(self.connection, names, now)
 
     def put(self, events: Sequence[Event], *, origin: str) -> None:
-        ids = put_inbox(self.connection, events, origin=origin)
-        self.put_events.update(zip(ids, events, strict=True))
+        """Events for the inbox (stored together by `flush`, as the intake ends)."""
+        self._pending += [(event, origin) for event in events]
+
+    def flush(self) -> None:
+        # All at once: the partitions' lock rows are made in one sorted pass, so two writers
+        # making new partitions never wait for each other in a circle.
+        events = [event for event, _ in self._pending]
+        stored = put_inbox(self.connection, events, origin=[o for _, o in self._pending])
+        for (inbox_id, body), event in zip(stored, events, strict=True):
+            self.put_events[inbox_id] = (body, event)
+        self._pending = []
 
 
 def put_inbox(
-    connection: Connection, events: Sequence[Event], *, origin: str, now: datetime | None = None
-) -> list[int]:
-    """Store events in the inbox, each with its partition (and that partition's lock row);
-    returns their inbox ids, in order."""
+    connection: Connection,
+    events: Sequence[Event],
+    *,
+    origin: str | Sequence[str],
+    now: datetime | None = None,
+) -> list[tuple[int, str]]:
+    """Store events in the inbox (each with its origin, or all with one), each with its
+    partition and that partition's lock row; returns their inbox ids and bodies, in order."""
     if not events:
         return []
     now = now or utcnow()
+    origins = [origin] * len(events) if isinstance(origin, str) else list(origin)
     names = [partition_of(e) for e in events]
     partitions.ensure(connection, names)
+    bodies = [e.model_dump_json(exclude_none=True, by_alias=True) for e in events]
     rows = [
-        {
-            "received_at": now,
-            "origin": origin,
-            "body": e.model_dump_json(exclude_none=True, by_alias=True),
-            "partition": name,
-        }
-        for e, name in zip(events, names, strict=True)
+        {"received_at": now, "origin": o, "body": body, "partition": name}
+        for body, o, name in zip(bodies, origins, names, strict=True)
     ]
     ids: list[int] = []
     for chunk in _chunks(rows, 1000):
         ids += connection.execute(
             inbox.insert().returning(inbox.c.id, sort_by_parameter_order=True), chunk
         ).scalars()
-    return ids
+    return list(zip(ids, bodies, strict=True))
 
 
 class Cycle:
@@ -676,22 +690,18 @@ class Cycle:
         limit: int = 100_000,
         *,
         workers: int = 1,
-        known: Mapping[int, Event] | None = None,
+        known: Mapping[int, tuple[str, Event]] | None = None,
     ) -> list[Event]:
         """The oldest inbox events of this cycle's share of the partitions (at most `limit`;
         see `partitions`), removed from the inbox with this cycle. `workers`: how many sensors
-        share the store now; `known`: events already at hand, by inbox id (not parsed again).
+        share the store now; `known`: events already at hand, with their bodies, by inbox id (not
+        parsed again).
 
         A stored event that no longer reads as one (stored by an older version that let it in)
         goes to the quarantine with the reason, instead of failing every cycle."""
-        waiting = [
-            (name, int(count))
-            for name, count in self.connection.execute(
-                sa.select(inbox.c.partition, sa.func.count().label("count"))
-                .group_by(inbox.c.partition)
-                .order_by(sa.func.min(inbox.c.id))
-            )
-        ]
+        waiting = self._waiting()
+        if any(name == "" for name, _ in waiting) and self._sort_unplaced():
+            waiting = self._waiting()
         if not waiting:
             return []
         self.partitions = partitions.lock(
@@ -716,7 +726,8 @@ class Cycle:
         known = known or {}
         events: list[Event] = []
         for row in sorted(taken, key=lambda row: row.id):
-            event = known.get(row.id)
+            hit = known.get(row.id)
+            event = hit[1] if hit is not None and hit[0] == row.body else None
             if event is None:
                 try:
                     event = parse_event(row.body)
@@ -734,6 +745,41 @@ class Cycle:
             self.origins[id(event)] = (row.origin, row.received_at)
             events.append(event)
         return events
+
+    def _waiting(self) -> list[tuple[str, int]]:
+        """The partitions with inbox events, and how many, oldest event first."""
+        return [
+            (name, int(count))
+            for name, count in self.connection.execute(
+                sa.select(inbox.c.partition, sa.func.count().label("count"))
+                .group_by(inbox.c.partition)
+                .order_by(sa.func.min(inbox.c.id))
+            )
+        ]
+
+    def _sort_unplaced(self) -> bool:
+        """Events stored without their partition (by a process still running an earlier
+        version, during an upgrade) into the partitions they belong to, so that no two sensors
+        judge one project's events at once; True if it held them (another sensor may be on it).
+        What does not read as an event stays, to be quarantined by whoever takes it."""
+        if partitions.lock(self.connection, [("", 0)], want=1, limit=1) != [""]:
+            return False
+        rows = self.connection.execute(
+            sa.select(inbox.c.id, inbox.c.body).where(inbox.c.partition == "")
+        ).all()
+        placed: dict[str, list[int]] = {}
+        for row in rows:
+            name = partition_of_body(row.body)
+            if name:
+                placed.setdefault(name, []).append(row.id)
+        if placed:
+            partitions.ensure_outside(self.connection, list(placed))
+        for name, ids in placed.items():
+            for chunk in _chunks(ids, 1000):
+                self.connection.execute(
+                    inbox.update().where(inbox.c.id.in_(chunk)).values(partition=name)
+                )
+        return True
 
     def quarantine(self, event: Event, error: str) -> None:
         """Move an event this cycle could not evaluate aside, with its error."""

@@ -116,7 +116,21 @@ def metric_lines(draw: st.DrawFn, misses: list[tuple[str, Any]] = MISSES) -> str
     return json.dumps(record, ensure_ascii=draw(st.booleans()))
 
 
-GARBAGE = ["", "   ", "{", "[]", "null", '{"type": "METRIC"}', "NaN", '"\\u0000"']
+POINT = json.dumps(metric("r1", 1, 0.5, 0))
+GARBAGE = [
+    "",
+    "   ",
+    "{",
+    "[]",
+    "null",
+    '{"type": "METRIC"}',
+    "NaN",
+    '"\\u0000"',
+    f"{POINT} {POINT}",  # two values on one line
+    f"{POINT}\r{POINT}",  # (an old Mac's line end: one line here, as for read_events)
+    json.dumps(metric("r1", 1, 0.5, 0), indent=1),  # one value over several lines
+    "\t",
+]
 STATE = json.dumps(state("r1", "failed", 5))
 ALIAS = json.dumps(
     {
@@ -175,6 +189,44 @@ def read_both(path: Path) -> tuple[Any, Any]:
     return attempt(lambda p: EventBatch.from_events(read_events(p))), attempt(read_batch)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        json.dumps(metric("r1", 1, 0.5, 0), indent=2).encode() + b"\n",
+        f"{POINT} {POINT}\n\n{POINT}\n".encode(),
+        f"{POINT} {POINT}\n{POINT}\n".encode(),
+        f"{POINT}\r{POINT}\n".encode(),
+        f"{POINT}\r\n{POINT}\r\n".encode(),
+        f"{POINT}\n{POINT}".encode(),  # no final newline
+        POINT.replace('"r1"', '"r\xff"').encode("latin-1") + b"\n",  # not UTF-8
+        POINT.replace("0.5", "[" * 250 + "]" * 250).encode() + b"\n",  # nested too deeply
+        POINT.replace("0.5", "[" * 5000 + "]" * 5000).encode() + b"\n",
+        POINT.replace("0.5", "[[1]]").encode() + b"\n",
+    ],
+    ids=[
+        "pretty-printed",
+        "two-values-and-a-blank",
+        "two-values",
+        "bare-cr",
+        "crlf",
+        "no-final-newline",
+        "latin-1",
+        "nested-250",
+        "nested-5000",
+        "nested-2",
+    ],
+)
+def test_what_the_fast_path_must_not_misread(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(content)
+    reference, fast = read_both(path)
+    if isinstance(reference, list):
+        assert fast == reference
+    else:
+        assert not isinstance(fast, list), fast
+        batch_equal(fast, reference)
+
+
 @settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -184,7 +236,9 @@ def test_the_fast_reader_reads_what_read_events_reads(
 ) -> None:
     monkeypatch.setattr(event_files, "BLOCK_BYTES", block)  # (blocks of one line, a few, all)
     path = tmp_path / "events.jsonl"
-    path.write_text("\n".join(content) + "\n", encoding="utf-8")
+    end = "\r\n" if len(content) % 3 == 0 else "\n"  # (and a file of one line in five has
+    last = "" if len(content) % 5 == 1 else end  # no final line end)
+    path.write_bytes((end.join(content) + last).encode("utf-8"))
     reference, fast = read_both(path)
     if isinstance(reference, list):
         assert fast == reference

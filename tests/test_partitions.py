@@ -4,6 +4,7 @@ waited for), and whatever the split, every firing is the one a single evaluator 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +20,9 @@ from prefect_ml_automations.config import AutomationsConfig
 from prefect_ml_automations.evaluator import Evaluator
 from prefect_ml_automations.events import event_from_dict
 from prefect_ml_automations.partitions import partition_of, share
+from prefect_ml_automations.runner import sensor_loop
 from prefect_ml_automations.sensor import Sensor
+from prefect_ml_automations.sources import Poll
 from prefect_ml_automations.store import MIGRATIONS, StateStore, firings, inbox, utcnow
 
 from .conftest import automation, events, metric, state
@@ -283,3 +286,93 @@ def test_a_sensor_skips_a_source_another_worker_is_polling(
     assert sensor.poll_all(utcnow()) == []
     report = sensor.commit([])
     assert (report.source_errors, report.events) == ([], 0)
+
+
+def test_a_registry_named_empty_has_one_partition_however_it_is_read() -> None:
+    event = event_from_dict({**ARTIFACT, "registry": ""})
+    body = event.model_dump_json(exclude_none=True, by_alias=True)
+    assert partition_of(event) == partitions.partition_of_body(body) == "registry:"
+
+
+def test_a_cycle_takes_at_most_its_cap_of_partitions() -> None:
+    assert share(10 * partitions.MOST_A_CYCLE, 1) == partitions.MOST_A_CYCLE
+
+
+def test_an_event_at_hand_is_used_only_if_its_inbox_row_is_still_the_same(tmp_path: Path) -> None:
+    """SQLite gives the id of a deleted last row again: an event this sensor put in, then
+    taken by another sensor, must not stand for the one pushed under that id later."""
+    store = StateStore(f"sqlite:///{tmp_path}/store.db")
+    with store.intake() as intake:
+        intake.put(events(metric("r1", 1, 0.5, 0)), origin="poll")
+    [(inbox_id, (_, first))] = intake.put_events.items()
+    with store.cycle() as other:  # another sensor takes it
+        assert other.take_inbox() == [first]
+    put(store, "later")
+    with store.engine.connect() as connection:
+        assert connection.execute(sa.select(inbox.c.id)).scalar_one() == inbox_id  # (reused)
+    with store.cycle() as cycle:
+        [taken] = cycle.take_inbox(known=intake.put_events)
+    assert taken.project == "later"
+
+
+def test_events_stored_without_a_partition_are_sorted_into_theirs(store: StateStore) -> None:
+    """(A receiver still running the version before partitions, during an upgrade.)"""
+    with store.engine.begin() as connection:
+        connection.execute(
+            inbox.insert(),
+            [
+                {
+                    "received_at": utcnow(),
+                    "origin": "push",
+                    "body": event_from_dict(metric("r1", i, 0.5, i, project=p)).model_dump_json(
+                        exclude_none=True
+                    ),
+                    "partition": "",
+                }
+                for i, p in enumerate(["a", "b", "a"])
+            ],
+        )
+    with store.cycle() as cycle:
+        taken = cycle.take_inbox(workers=2)
+    assert (cycle.partitions, [e.step for e in taken]) == (["a"], [0, 2])
+    with store.cycle() as cycle:
+        assert [e.project for e in cycle.take_inbox()] == ["b"]
+
+
+def test_a_push_does_not_wait_for_an_intake_making_new_partitions(postgres_url: str) -> None:
+    store = StateStore(postgres_url)
+    with store.intake() as intake:
+        intake.put(events(metric("r1", 1, 0.5, 0, project="y")), origin="poll")
+        intake.put(events(metric("r1", 1, 0.5, 0, project="x")), origin="fill")
+        in_thread(lambda: put(store, "x", "y"))
+    assert store.inbox_size() == 4
+
+
+def test_a_sensor_whose_partitions_are_held_polls_once_an_interval(
+    postgres_url: str,
+) -> None:
+    """Its cycles take nothing while another sensor holds the partitions with events: it
+    waits between them, and does not ask the trackers again before the interval is up."""
+
+    class Quiet:
+        """A tracker where nothing happens."""
+
+        name = "quiet"
+        polls = 0
+
+        def poll(self, cursor: Any, now: Any) -> Poll:
+            self.polls += 1
+            return Poll(events=[], cursor={"polls": self.polls})
+
+    config = AutomationsConfig(
+        store=postgres_url,
+        automations=[automation("failed", type="RUN_STATE", states=["failed"])],
+    )
+    source = Quiet()
+    sensor = Sensor(config, StateStore(postgres_url), sources=[source])  # type: ignore[list-item]
+    store = StateStore(postgres_url)
+    put(store, "held")
+    with store.cycle() as holder:
+        assert [e.project for e in holder.take_inbox()] == ["held"]
+        in_thread(lambda: asyncio.run(sensor_loop(sensor, interval=60, cycles=4)))
+    assert source.polls == 1

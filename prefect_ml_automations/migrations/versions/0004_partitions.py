@@ -48,7 +48,7 @@ def upgrade() -> None:
         if not isinstance(body, dict):
             body = {}
         registry = body.get("registry")
-        name = f"registry:{registry}" if registry else str(body.get("project") or "")
+        name = f"registry:{registry}" if registry is not None else str(body.get("project") or "")
         if name:
             connection.execute(inbox.update().where(inbox.c.id == row.id).values(partition=name))
         found.add(name)
