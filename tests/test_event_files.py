@@ -179,6 +179,16 @@ def batch_equal(one: EventBatch, other: EventBatch) -> None:
     assert one.artifacts == other.artifacts
 
 
+def read_alike(path: Path) -> None:
+    """The fast reader and `read_events` give the same batch, or the same problems."""
+    reference, fast = read_both(path)
+    if isinstance(reference, list):
+        assert fast == reference
+    else:
+        assert not isinstance(fast, list), fast
+        batch_equal(fast, reference)
+
+
 def read_both(path: Path) -> tuple[Any, Any]:
     def attempt(read: Any) -> Any:
         try:
@@ -219,12 +229,7 @@ def read_both(path: Path) -> tuple[Any, Any]:
 def test_what_the_fast_path_must_not_misread(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "events.jsonl"
     path.write_bytes(content)
-    reference, fast = read_both(path)
-    if isinstance(reference, list):
-        assert fast == reference
-    else:
-        assert not isinstance(fast, list), fast
-        batch_equal(fast, reference)
+    read_alike(path)
 
 
 @settings(
@@ -239,12 +244,7 @@ def test_the_fast_reader_reads_what_read_events_reads(
     end = "\r\n" if len(content) % 3 == 0 else "\n"  # (and a file of one line in five has
     last = "" if len(content) % 5 == 1 else end  # no final line end)
     path.write_bytes((end.join(content) + last).encode("utf-8"))
-    reference, fast = read_both(path)
-    if isinstance(reference, list):
-        assert fast == reference
-    else:
-        assert not isinstance(fast, list), fast
-        batch_equal(fast, reference)
+    read_alike(path)
 
 
 def test_a_file_of_canonical_points_takes_the_fast_path_whole(
