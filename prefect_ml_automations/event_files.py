@@ -121,7 +121,8 @@ def _read_block(
 ) -> tuple[int, int, list[tuple[int, str]]]:
     """Add the events of a block of whole lines to `builder` from arrival index `arrival` on;
     returns how many lines and events it held, and its malformed lines (number, problem)."""
-    count, lines, at, fast, slow = _decode(block)
+    lines, at, fast, slow = _decode(block)
+    count = len(lines)
     ts, ts_unsure = _times(_field(fast, "timestamp"), repeated=False)
     created, created_unsure = _times(_field(fast, "run_created_at"), repeated=True)
     steps = np.array(_field(fast, "step"), dtype=object)
@@ -142,9 +143,7 @@ def _read_block(
             order[sure],
             values[sure],
         )
-    if slow and lines is None:
-        lines = _lines(block)
-    blank = [p for p in slow if not lines[p].strip()]  # type: ignore[index]  # (no event)
+    blank = [p for p in slow if not lines[p].strip()]  # (blank lines hold no event)
     positions = np.arange(count)
     index = arrival + positions - np.searchsorted(blank, positions)
     if fast:
@@ -168,21 +167,14 @@ def _read_block(
         if position in blanks:
             continue
         try:
-            event = parse_event(lines[position])  # type: ignore[index]
+            # (with its line end, as `read_events` reads it: the messages are the same)
+            ended = position < count - 1 or block.endswith(b"\n")
+            event = parse_event(lines[position] + b"\n" if ended else lines[position])
         except ValidationError as exc:
             failures.append((first_line + position, describe_problem(exc)))
             continue
         builder.add(event, at=int(index[position]))
     return count, count - len(blank), failures
-
-
-def _lines(block: bytes) -> list[bytes]:
-    """The block's lines, as iterating over the file gives them (each with its newline)."""
-    parts = block.split(b"\n")
-    lines = [part + b"\n" for part in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    return lines
 
 
 def _field(points: list[_MetricLine], name: str) -> list[Any]:
@@ -191,9 +183,9 @@ def _field(points: list[_MetricLine], name: str) -> list[Any]:
 
 def _decode(
     block: bytes,
-) -> tuple[int, list[bytes] | None, npt.NDArray[np.int64], list[_MetricLine], list[int]]:
-    """How many lines the block holds, the lines (None if they were not needed), the positions
-    of those msgspec reads as metric points, those points, and the positions of the others.
+) -> tuple[list[bytes], npt.NDArray[np.int64], list[_MetricLine], list[int]]:
+    """The block's lines (without their line ends), the positions of those msgspec reads as
+    metric points, those points, and the positions of the others.
 
     A block of nothing but such lines is decoded in one call, as one JSON array of its lines: a
     line that holds two values, or a value over two lines, or a blank line, breaks the array,
@@ -208,12 +200,11 @@ def _decode(
             pass
         else:
             if len(fast) == len(parts):  # (always, but the count is what the rest relies on)
-                return len(parts), None, np.arange(len(parts)), fast, []
-    lines = _lines(block)
+                return parts, np.arange(len(parts)), fast, []
     at: list[int] = []
     points: list[_MetricLine] = []
     slow: list[int] = []
-    for position, line in enumerate(lines):
+    for position, line in enumerate(parts):
         try:
             point = _DECODE(line)
         except _REFUSED:
@@ -224,7 +215,7 @@ def _decode(
             continue
         at.append(position)
         points.append(point)
-    return len(lines), lines, np.array(at, np.int64), points, slow
+    return parts, np.array(at, np.int64), points, slow
 
 
 def _times(
