@@ -24,7 +24,7 @@ def firing_id(*parts: object) -> str:
     >>> len(firing_id("good-accuracy", "RUN_METRIC", "team/vision", "r1", "accuracy", 12))
     32
     """
-    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    text = "\x1f".join(["" if p is None else str(p) for p in parts])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -124,9 +124,13 @@ class Skip:
 def merged_skips(skips: list[Skip]) -> list[Skip]:
     """Skips for the same automation, subject and reason (from several slices or cycles) as one,
     counting their matches."""
-    counts: dict[tuple[str, str, str], int] = {}
+    merged: dict[tuple[str, str, str], Skip] = {}
     for skip in skips:
         key = (skip.automation, skip.subject, skip.reason)
-        counts[key] = counts.get(key, 0) + skip.count
-    held = {(s.automation, s.subject, s.reason) for s in skips if s.held_back}
-    return [Skip(*key, count, held_back=key in held) for key, count in counts.items()]
+        if (before := merged.get(key)) is None:
+            merged[key] = skip
+        else:
+            merged[key] = Skip(
+                *key, before.count + skip.count, held_back=before.held_back or skip.held_back
+            )
+    return list(merged.values())

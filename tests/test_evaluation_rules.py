@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 
 from prefect_ml_automations.automations import Automation
-from prefect_ml_automations.evaluator import Evaluator
+from prefect_ml_automations.decisions import Skip
+from prefect_ml_automations.evaluator import Evaluator, engine
 
 from .conftest import T0, at, automation, events, fire, fired_at, metric, state
 
@@ -391,6 +392,25 @@ def test_cooldown_is_per_run_and_per_automation() -> None:
         ("b", "r1"),
         ("a", "r2"),
         ("b", "r2"),
+    ]
+
+
+@pytest.mark.parametrize("slice_events", [None, 3], ids=["one-slice", "slices-of-3"])
+def test_matches_held_back_are_counted_once_per_run_and_named_as_last_known(
+    monkeypatch: pytest.MonkeyPatch, slice_events: int | None
+) -> None:
+    if slice_events is not None:
+        monkeypatch.setattr(engine, "CHUNK_EVENTS", slice_events)
+    a = automation(**{**THRESHOLD, "window": 1}, cooldown="1d")
+    stream = [metric("r1", s, 0.9, 2 * s) for s in range(6)]
+    stream += [metric("r2", s, 0.9, 2 * s + 1) for s in range(4)]
+    stream += [metric("r2", 4, 0.9, 20, run_name="sweep-2")]  # named only at the end
+    evaluation = Evaluator([a]).evaluate(events(*stream))
+    assert [(f.run_id, f.step) for f in evaluation.firings] == [("r1", 0), ("r2", 0)]
+    reason = "held back by the cooldown (24h)"
+    assert evaluation.skips == [
+        Skip("a", "run 'r1'", reason, 5, held_back=True),
+        Skip("a", "run 'r2' (sweep-2)", reason, 4, held_back=True),
     ]
 
 

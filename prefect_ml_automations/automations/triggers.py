@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     FloatArray = npt.NDArray[np.float64]
     BoolArray = npt.NDArray[np.bool_]
+    IntArray = npt.NDArray[np.int64]
 
 Aggregation = Literal["average", "min", "max"]
 
@@ -269,11 +270,13 @@ class MetricWindows(Protocol):
     def zscores(self, window: int) -> FloatArray:
         """The point's value as a z-score against the latest values of `window` other runs."""
 
-    def values_at(self, point: int, size: int) -> list[float]:
-        """The `size` values of the series ending at trigger point `point`, oldest first."""
+    def values_at(self, points: IntArray, size: int) -> list[list[float]]:
+        """The `size` values of the series ending at each trigger point of `points`, oldest
+        first."""
 
-    def baseline_at(self, point: int, window: int) -> list[float]:
-        """The z-score baseline of trigger point `point`: the other runs' latest values."""
+    def baseline_at(self, points: IntArray, window: int) -> list[list[float]]:
+        """The z-score baseline of each trigger point of `points`: the other runs' latest
+        values."""
 
 
 @dataclass(frozen=True)
@@ -320,9 +323,10 @@ class MetricTrigger(RunTrigger):
     def undefined_reason(self) -> str:
         """Why the value can be undefined although enough values were logged."""
 
-    def metric_values(self, windows: MetricWindows, point: int) -> list[float]:
-        """What a firing at trigger point `point` reports as `metric_values`: the window."""
-        return windows.values_at(point, self.values_needed)
+    def metric_values(self, windows: MetricWindows, points: IntArray) -> list[list[float]]:
+        """What a firing at each trigger point of `points` reports as `metric_values`: the
+        window."""
+        return windows.values_at(points, self.values_needed)
 
 
 class RunMetric(MetricTrigger):
@@ -492,8 +496,8 @@ class RunMetricZScore(MetricTrigger):
             "same value (standard deviation 0)"
         )
 
-    def metric_values(self, windows: MetricWindows, point: int) -> list[float]:
-        return windows.baseline_at(point, self.window)
+    def metric_values(self, windows: MetricWindows, points: IntArray) -> list[list[float]]:
+        return windows.baseline_at(points, self.window)
 
     def describe(self) -> str:
         side = {"above": "z", "below": "-z", "either": "|z|"}[self.direction]

@@ -61,6 +61,34 @@ class Evaluation:
     skips: list[Skip] = field(default_factory=list)
 
 
+@dataclass
+class _HeldBack:
+    """Matches held back by the cooldown, counted per automation and run over a whole
+    evaluation, and named once at its end (a slice of a big batch adds arrays, not `Skip`s)."""
+
+    counted: dict[tuple[str, str], list[tuple[I64, I64]]] = field(default_factory=dict)
+
+    def add(self, automation: str, reason: str, runs: I64) -> None:
+        """Count `runs` (run codes, each run's points side by side) under `automation`."""
+        if not len(runs):
+            return
+        starts = np.flatnonzero(np.concatenate([[True], runs[1:] != runs[:-1]]))
+        counts = np.diff(np.append(starts, len(runs)))
+        self.counted.setdefault((automation, reason), []).append((runs[starts], counts))
+
+    def skips(self, state: EvaluatorState) -> list[Skip]:
+        """One skip per automation and run, the run named as the state knows it now."""
+        out = []
+        for (automation, reason), parts in self.counted.items():
+            runs, inverse = np.unique(np.concatenate([r for r, _ in parts]), return_inverse=True)
+            counts = np.bincount(inverse, np.concatenate([c for _, c in parts])).astype(np.int64)
+            names, keys = state.runs.name[runs].tolist(), state.runs.keys
+            for run, name, count in zip(runs.tolist(), names, counts.tolist(), strict=True):
+                subject = run_subject(keys[run][1], name)
+                out.append(Skip(automation, subject, reason, count, held_back=True))
+        return out
+
+
 class Evaluator:
     """Judges batches of events for a set of automations, remembering what it needs in `state`.
 
@@ -137,20 +165,21 @@ class Evaluator:
         batch = events if isinstance(events, EventBatch) else EventBatch.from_events(events)
         since_ns = NO_TIME if since is None else to_ns(since)
         out = Evaluation()
+        held = _HeldBack()
         # A huge batch is judged in slices: the result is the same (firings do not depend on
         # batching), and memory stays bounded and warm.
         for chunk in batch.chunks(CHUNK_EVENTS):
             run = _Batch(self.state, chunk)
             for (project, metric), automations in self._metric.items():
                 metric_pass = _MetricPass(
-                    self.state, run, project, metric, automations, since_ns, explain
+                    self.state, run, project, metric, automations, since_ns, explain, held
                 )
                 metric_pass.evaluate(out)
             self._run_states(run, since_ns, explain, out)
             self._artifact_events(chunk, since_ns, explain, out)
             run.remember()
         out.firings.sort(key=lambda f: (f.arrival, self._rank[f.automation]))
-        out.skips = merged_skips(out.skips)
+        out.skips = merged_skips(held.skips(self.state) + out.skips)
         return out
 
     # -- run states -----------------------------------------------------------------------------
@@ -302,7 +331,7 @@ class _Batch:
         if not len(codes) or (codes >= 0).all():
             return codes.astype(np.int64)
         present = self.codes[self.codes >= 0]
-        if (codes < 0).all() and all(value is None for value in known[present].tolist()):
+        if (codes < 0).all() and not (known[present] != None).any():  # noqa: E711 (elementwise)
             return codes.astype(np.int64)  # nothing is known of any run: nothing to fill in
         run = self.columns.run
         order = stable_argsort(run)
@@ -372,9 +401,11 @@ class _MetricPass:
         automations: list[Automation],
         since_ns: int,
         explain: bool,
+        held: _HeldBack | None = None,
     ) -> None:
         self.state, self.events, self.project, self.metric = state, run, project, metric
         self.automations, self.since_ns, self.explain = automations, since_ns, explain
+        self.held = held if held is not None else _HeldBack()
         self.triggers: list[MetricTrigger] = [a.event for a in automations]  # type: ignore[misc]
 
     def evaluate(self, out: Evaluation) -> None:
@@ -439,13 +470,14 @@ class _MetricPass:
             self._z[window] = z[self._position]  # back from arrival order to trigger order
         return self._z[window]
 
-    def values_at(self, point: int, size: int) -> list[float]:
-        return self.segments.window_values(point, size)
+    def values_at(self, points: I64, size: int) -> list[list[float]]:
+        return self.segments.window_values(points, size)
 
-    def baseline_at(self, point: int, window: int) -> list[float]:
-        zbatch = self._z_batch()
-        position = int(self._position[point])
-        return zbatch.baseline(position, window, self._members(window), self.state.runs.rank)
+    def baseline_at(self, points: I64, window: int) -> list[list[float]]:
+        positions = self._position[points].tolist()
+        return self._z_batch().baselines(
+            positions, window, self._members(window), self.state.runs.rank
+        )
 
     # -------------------------------------------------------------------------------------------
 
@@ -510,14 +542,9 @@ class _MetricPass:
         last = self.state.last_fired_for(automation.name)
         fired = apply_cooldown(self.trigger_runs[candidate], ts[candidate], last, _ns(automation))
         fired_idx = candidate[fired]
-        for i in fired_idx.tolist():
-            out.firings.append(self._firing(automation, trigger, i, float(measured.value[i])))
-        held_back = candidate[~fired]
-        if len(held_back):
-            reason = f"held back by the cooldown ({_cooldown_text(automation)})"
-            runs, counts = np.unique(self.trigger_runs[held_back], return_counts=True)
-            for subject, count in zip(self._subjects(runs), counts.tolist(), strict=True):
-                out.skips.append(Skip(automation.name, subject, reason, count, held_back=True))
+        out.firings += self._firings(automation, trigger, fired_idx, measured.value[fired_idx])
+        reason = f"held back by the cooldown ({_cooldown_text(automation)})"
+        self.held.add(automation.name, reason, self.trigger_runs[candidate[~fired]])
         if self.explain:
             self._explain(
                 automation,
@@ -531,38 +558,59 @@ class _MetricPass:
                 out,
             )
 
-    def _firing(
-        self, automation: Automation, trigger: MetricTrigger, i: int, value: float
-    ) -> Firing:
-        row = int(self.rows[i])
-        columns = self.events.columns
-        project, run_id = self.state.runs.keys[int(self.trigger_runs[i])]
-        step = None if is_system_metric(self.metric) else int(columns.order[row])
-        ts = int(columns.ts[row])
-        values = trigger.metric_values(self, i)
-        return Firing(
-            firing_id=firing_id(
-                automation.name,
-                trigger.type,
-                project,
-                run_id,
-                self.metric,
-                step if step is not None else f"t{ts}",
-            ),
-            automation=automation.name,
-            event_type=trigger.type,
-            timestamp=from_ns(ts),
-            project=project,
-            run_id=run_id,
-            run_name=self.events.name_at(row),
-            metric=self.metric,
-            step=step,
-            value=value,
-            metric_values=values,
-            user=self.events.user_at(row),
-            metric_filter=trigger.describe(),
-            arrival=int(columns.arrival[row]),
-        )
+    def _firings(
+        self, automation: Automation, trigger: MetricTrigger, points: I64, value: F64
+    ) -> list[Firing]:
+        """The firings at trigger points `points`: their columns are read once, for all."""
+        if not len(points):
+            return []
+        columns, events = self.events.columns, self.events
+        rows = self.rows[points]
+        keys = self.state.runs.keys
+        system = is_system_metric(self.metric)
+        describe = trigger.describe()
+        with_none = [None]  # code -1: not known
+        names = (np.array([*events.names, *with_none], object)[events.name[rows]]).tolist()
+        users = (np.array([*events.users, *with_none], object)[events.user[rows]]).tolist()
+        firings = []
+        for run, step, ts, arrival, at, window, name, user in zip(
+            self.trigger_runs[points].tolist(),
+            columns.order[rows].tolist(),
+            columns.ts[rows].tolist(),
+            columns.arrival[rows].tolist(),
+            value.tolist(),
+            trigger.metric_values(self, points),
+            names,
+            users,
+            strict=True,
+        ):
+            project, run_id = keys[run]
+            firings.append(
+                Firing(
+                    firing_id=firing_id(
+                        automation.name,
+                        trigger.type,
+                        project,
+                        run_id,
+                        self.metric,
+                        f"t{ts}" if system else step,
+                    ),
+                    automation=automation.name,
+                    event_type=trigger.type,
+                    timestamp=from_ns(ts),
+                    project=project,
+                    run_id=run_id,
+                    run_name=name,
+                    metric=self.metric,
+                    step=None if system else step,
+                    value=at,
+                    metric_values=window,
+                    user=user,
+                    metric_filter=describe,
+                    arrival=arrival,
+                )
+            )
+        return firings
 
     # explain ----------------------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ def stable_argsort(codes: npt.NDArray[np.integer[Any]]) -> I64:
 _NO_ORDER = np.iinfo(np.int64).min
 #: Averages over windows up to this size are summed directly; longer ones by prefix sums.
 DIRECT_SUM_MAX = 16
+#: How many window values firings' records gather at a time.
+WINDOW_VALUES_AT_ONCE = 1 << 20
 
 
 Array = TypeVar("Array", bound=npt.NDArray[Any])
@@ -127,9 +129,10 @@ class SeriesTable:
         within = np.arange(len(orders)) - group_start[group]
         keep = within >= (sizes - k)[group]  # only the last k of a group survive
         g = group[keep]
-        slot = (self.start[rows][g] + self.length[rows][g] + within[keep]) % k
-        self.values[rows[g], slot] = values[keep]
-        self.orders[rows[g], slot] = orders[keep]
+        end = self.start[rows] + self.length[rows]
+        at = rows[g] * k + (end[g] + within[keep]) % k  # into the flattened (rows, k) buffers
+        np.put(self.values, at, values[keep])
+        np.put(self.orders, at, orders[keep])
         total = self.length[rows] + sizes
         new_length = np.minimum(total, k)
         self.start[rows] = (self.start[rows] + total - new_length) % k
@@ -325,10 +328,14 @@ class Segments:
         result[~full] = np.nan
         return np.asarray(result, np.float64)
 
-    def window_values(self, i: int, size: int) -> list[float]:
-        """The `size` values ending at trigger point `i`, oldest first."""
-        end = int(self.pos[i])
-        return [float(v) for v in self.flat[end - size + 1 : end + 1]]
+    def window_values(self, points: I64, size: int) -> list[list[float]]:
+        """The `size` values ending at each of the trigger points `points`, oldest first."""
+        out: list[list[float]] = []
+        block = max(1, WINDOW_VALUES_AT_ONCE // size)  # gathered a block of windows at a time
+        for lo in range(0, len(points), block):
+            ends = self.pos[points[lo : lo + block]]
+            out += self.flat[ends[:, None] + np.arange(1 - size, 1)].tolist()
+        return out
 
 
 def _direct_sums(flat: F64, end: I64, size: int) -> F64:

@@ -193,15 +193,25 @@ class ZScoreBatch:
             z: F64 = np.where(defined, (v - mean) / np.sqrt(np.where(defined, variance, 1)), np.nan)
         return z
 
-    def baseline(
-        self, i: int, window: int, members: dict[int, list[int]], rank: RankKey
-    ) -> list[float]:
-        """The baseline values of point `i` (for the firing record), most recent run first."""
-        arrival, run = int(self.arrival[i]), int(self.run[i])
-        in_u = self.membership(members[window + 1], window + 1, rank).at(arrival)
-        if run in in_u:
-            chosen = [m for m in in_u if m != run]
-        else:
-            chosen = self.membership(members[window], window, rank).at(arrival)
-        chosen.sort(key=rank, reverse=True)
-        return [float(v) for v in self.latest_as_of(chosen, [arrival] * len(chosen))]
+    def baselines(
+        self, points: list[int], window: int, members: dict[int, list[int]], rank: RankKey
+    ) -> list[list[float]]:
+        """The baseline values of each point of `points` (for the firing records), most recent
+        run first; the values of all of them are looked up at once."""
+        inside = self.membership(members[window + 1], window + 1, rank)
+        outside = self.membership(members[window], window, rank)
+        chosen: list[list[int]] = []
+        for i in points:
+            arrival, run = int(self.arrival[i]), int(self.run[i])
+            in_u = inside.at(arrival)
+            runs = [m for m in in_u if m != run] if run in in_u else outside.at(arrival)
+            runs.sort(key=rank, reverse=True)
+            chosen.append(runs)
+        sizes = [len(runs) for runs in chosen]
+        arrivals = np.repeat(self.arrival[np.asarray(points, np.int64)], sizes).tolist()
+        values = self.latest_as_of([m for runs in chosen for m in runs], arrivals).tolist()
+        out, at = [], 0
+        for runs in chosen:
+            out.append(values[at : at + len(runs)])
+            at += len(runs)
+        return out

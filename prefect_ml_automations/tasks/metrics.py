@@ -358,11 +358,11 @@ class _Once:
     def zscores(self, window: int) -> F64:
         return self.windows.zscores(window)
 
-    def values_at(self, point: int, size: int) -> list[float]:
-        return self.windows.values_at(point, size)
+    def values_at(self, points: I64, size: int) -> list[list[float]]:
+        return self.windows.values_at(points, size)
 
-    def baseline_at(self, point: int, window: int) -> list[float]:
-        return self.windows.baseline_at(point, window)
+    def baseline_at(self, points: I64, window: int) -> list[list[float]]:
+        return self.windows.baseline_at(points, window)
 
 
 class _FrameColumns:
