@@ -50,7 +50,7 @@ F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
 
 #: Larger batches are judged in slices of this many events (bounded memory, same result).
-CHUNK_EVENTS = 500_000
+CHUNK_EVENTS = 1_000_000
 
 
 @dataclass

@@ -38,7 +38,7 @@ points, and trigger points whose window is not full yet.
 
 The windows are the evaluator's own (`prefect_ml_automations.evaluator`): the frame's columns are
 handed to its vectorized core, never recomputed by a second algorithm, and read as the evaluator
-reads a stream of these points (in slices of 500k, from a fresh state). So for any frame
+reads a stream of these points (in slices of 1M, from a fresh state). So for any frame
 `rolling_aggregate(...)["aggregate"] > 0.6` holds exactly where a `RUN_METRIC` automation
 `average(metric, 5) > 0.6` with no cooldown fires on the same points, number for number — the
 evaluator's own choices included (a z-score baseline whose spread is below its rounding floor
