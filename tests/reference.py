@@ -63,6 +63,10 @@ class Reference:
         self.automations = [a for a in automations if a.enabled]
         self.runs: dict[tuple[str, str], RefRun] = {}
         self.last_fired: dict[tuple[str, tuple[str, str]], float] = {}
+        #: Per (automation, run): trigger points in a row where the condition held, and whether
+        #: the run fired since it last did not hold (for_points, rearm).
+        self.streak: dict[tuple[str, tuple[str, str]], int] = {}
+        self.spent: dict[tuple[str, tuple[str, str]], bool] = {}
         self.seen: set[tuple[Any, ...]] = set()
 
     def feed(self, events: list[dict[str, Any]], since: float | None = None) -> list[RefFiring]:
@@ -137,17 +141,34 @@ class Reference:
             return
         late = bool(series) and order < max(series)
         series[order] = float(value)
-        if late or (since is not None and ts < since):
+        if late:
             return
+        timely = since is None or ts >= since
         history = [series[o] for o in sorted(series)]
         for a in self.automations:
             trigger = a.event
             if getattr(trigger, "metric", None) != metric or a.scope.project != key[0]:
                 continue
             measured = self._measure(trigger, key, history)
-            if measured is None or not self._admitted(a, run) or not self._cooldown_ok(a, key, ts):
+            mine = (a.name, key)
+            # The streak counts every trigger point, timely or not (like the windows).
+            self.streak[mine] = self.streak.get(mine, 0) + 1 if measured is not None else 0
+            if measured is None:
+                self.spent[mine] = False
+            if (
+                measured is None
+                or not timely
+                or self.streak[mine] < trigger.for_points
+                or not self._admitted(a, run)
+            ):
                 continue
-            self.last_fired[(a.name, key)] = ts
+            if trigger.rearm:
+                if self.spent.get(mine, False):
+                    continue
+            elif not self._cooldown_ok(a, key, ts):
+                continue
+            self.spent[mine] = True
+            self.last_fired[mine] = ts
             out.append(RefFiring(a.name, key[1], order, measured))
 
     def _measure(self, t: Any, key: tuple[str, str], history: list[float]) -> float | None:

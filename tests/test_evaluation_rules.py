@@ -542,3 +542,108 @@ def test_firings_come_in_arrival_order_then_file_order_of_automations() -> None:
     a = automation("a", type="RUN_STATE", states=["running"])
     stream = [state("r1", "running", 5), metric("r1", 0, 0.9, 0)]
     assert [f.automation for f in fire([b, a], stream)] == ["a", "b"]
+
+
+# §8. Holds for K points, rearm -----------------------------------------------------------------
+
+HIGH = {**THRESHOLD, "window": 1}
+
+
+def one_at_a_time(automations: list[Automation], dicts: list[dict]) -> list:
+    """Each event a batch of its own, the state kept between them."""
+    evaluator = Evaluator(automations)
+    return [f for d in dicts for f in evaluator.evaluate(events(d)).firings]
+
+
+def points(values: list[float], run: str = "r1") -> list[dict]:
+    return [metric(run, step, value, 60 * step) for step, value in enumerate(values)]
+
+
+def test_for_points_fires_once_the_condition_held_that_many_points_in_a_row() -> None:
+    a = automation(**HIGH, for_points=3, cooldown="1d")
+    stream = points([0.9, 0.9, 0.1, 0.9, 0.9, 0.9, 0.9])
+    assert fired_at(fire([a], stream)) == [("r1", 5)]  # 3, 4, 5 in a row; 0, 1 were broken
+    assert fired_at(one_at_a_time([a], stream)) == [("r1", 5)]
+
+
+def test_a_streak_broken_by_one_point_starts_again() -> None:
+    a = automation(**HIGH, for_points=3)
+    assert fire([a], points([0.9, 0.9, 0.1, 0.9, 0.9, 0.1, 0.9, 0.9])) == []
+
+
+def test_streaks_are_per_run_and_only_trigger_points_count() -> None:
+    a = automation(**HIGH, for_points=2)
+    stream = [
+        metric("r1", 0, 0.9, 0),
+        metric("r2", 0, 0.9, 1),  # another run: not part of r1's streak
+        metric("r1", 0, 0.1, 2),  # a re-delivery of step 0: changes nothing
+        metric("r1", 1, 0.9, 3),
+    ]
+    assert fired_at(fire([a], stream)) == [("r1", 1)]
+
+
+def test_without_rearm_a_run_whose_condition_still_holds_fires_again_after_the_cooldown() -> None:
+    a = automation(**HIGH, for_points=2, cooldown="5m")
+    stream = points([0.9] * 12)  # one a minute
+    assert fired_at(fire([a], stream)) == [("r1", 1), ("r1", 6), ("r1", 11)]
+
+
+def test_rearm_fires_once_while_the_condition_holds_and_again_after_it_stopped() -> None:
+    a = automation(**HIGH, rearm=True, cooldown="1d")  # (the cooldown is not used)
+    stream = [*points([0.9, 0.9, 0.9, 0.1, 0.9, 0.9]), metric("r1", 6, 0.9, 3 * 86400)]
+    assert fired_at(fire([a], stream)) == [("r1", 0), ("r1", 4)]
+    assert fired_at(one_at_a_time([a], stream)) == [("r1", 0), ("r1", 4)]
+
+
+def test_rearm_with_for_points_needs_a_new_streak_after_each_firing() -> None:
+    a = automation(**HIGH, rearm=True, for_points=2)
+    stream = points([0.9, 0.9, 0.9, 0.1, 0.9, 0.1, 0.9, 0.9])
+    assert fired_at(fire([a], stream)) == [("r1", 1), ("r1", 7)]
+
+
+def test_a_run_the_filters_refuse_stays_armed() -> None:
+    a = automation(**HIGH, rearm=True, filters={"run_name": "^sweep"})
+    stream = [
+        metric("r1", 0, 0.9, 0, run_name="baseline"),
+        metric("r1", 1, 0.9, 60, run_name="sweep-1"),  # renamed: now it may fire
+        metric("r1", 2, 0.9, 120),
+    ]
+    assert fired_at(fire([a], stream)) == [("r1", 1)]
+
+
+def test_streaks_survive_the_store_between_cycles() -> None:
+    from prefect_ml_automations.evaluator.rows import rows_of, state_from_rows
+
+    a = automation(**HIGH, rearm=True, for_points=2)
+    evaluator = Evaluator([a])
+    first = evaluator.evaluate(events(*points([0.9, 0.9, 0.9]))).firings
+    restored = Evaluator([a], state_from_rows(rows_of(evaluator.state)))
+    later = restored.evaluate(events(*[metric("r1", s, 0.9, 60 * s) for s in (3, 4)])).firings
+    assert (fired_at(first), fired_at(later)) == ([("r1", 1)], [])
+
+
+def test_explain_says_why_a_streak_or_a_rearm_kept_a_run_from_firing() -> None:
+    streak = automation("streak", **HIGH, for_points=3)
+    rearm = automation("rearm", **HIGH, rearm=True)
+    evaluation = Evaluator([streak, rearm]).evaluate(events(*points([0.9, 0.9, 0.9])), explain=True)
+    assert [(f.automation, f.step) for f in evaluation.firings] == [("rearm", 0), ("streak", 2)]
+    reasons = {(s.automation, s.reason, s.count) for s in evaluation.skips}
+    assert reasons == {
+        ("streak", "average(acc, 1) > 0.5 had not yet held at 3 points in a row", 2),
+        (
+            "rearm",
+            "already fired since the condition last stopped holding (rearm: fires again once "
+            "it stops holding and holds again)",
+            2,
+        ),
+    }
+    assert evaluation.firings[1].metric_filter == "average(acc, 1) > 0.5 at 3 points in a row"
+
+
+@pytest.mark.parametrize(
+    ("for_points", "message"),
+    [(0, "greater than 0"), (1_000_001, "at most 1000000 points")],
+)
+def test_for_points_is_a_positive_bounded_count(for_points: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        automation(**HIGH, for_points=for_points)

@@ -120,6 +120,37 @@ AUTOMATIONS = [
         },
         cooldown=0,
     ),
+    _automation(
+        "avg-for-3",
+        {
+            "type": "RUN_METRIC",
+            "metric": "acc",
+            "window": 1,
+            "operator": ">",
+            "threshold": 0,
+            "for_points": 3,
+        },
+        cooldown="20s",
+    ),
+    _automation(
+        "change-rearm",
+        {
+            "type": "RUN_METRIC_CHANGE",
+            "metric": "loss",
+            "current_window": 1,
+            "prior_window": 1,
+            "change_type": "absolute",
+            "direction": "decrease",
+            "amount": 0.25,
+            "for_points": 2,
+            "rearm": True,
+        },
+        filters={"run_name": "^sweep-[01]"},
+    ),
+    _automation(
+        "z-rearm",
+        {"type": "RUN_METRIC_ZSCORE", "metric": "acc", "window": 2, "threshold": 1, "rearm": True},
+    ),
     _automation("state", {"type": "RUN_STATE", "states": ["failed", "finished"]}, cooldown="60s"),
     _automation(
         "other-project",

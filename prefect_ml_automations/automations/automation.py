@@ -50,7 +50,8 @@ class Automation(StrictModel):
     )
     cooldown: Duration = Field(
         default=timedelta(hours=24),
-        description="A run fires at most once per cooldown of event time ('0' turns it off).",
+        description="A run fires at most once per cooldown of event time ('0' turns it off); "
+        "a metric event with `rearm: true` uses its rearm instead.",
     )
     action: AnyAction = Field(description="What the automation does when it fires.")
 

@@ -46,6 +46,8 @@ MAX_WINDOW_VALUES = 1000
 #: `window` + 1 runs per metric (in memory and in its saved state), walks them for every new run,
 #: and each firing records the whole baseline as its `metric_values`.
 MAX_ZSCORE_RUNS = 1000
+#: The most trigger points in a row `for_points` may ask for (the evaluator keeps only a count).
+MAX_FOR_POINTS = 1_000_000
 _WHY_VALUES = "the evaluator keeps that many of each run's latest values per metric in memory"
 _WHY_RUNS = (
     "the evaluator keeps a list of that many runs per metric in memory, and each firing records "
@@ -304,6 +306,40 @@ class MetricTrigger(RunTrigger):
         description="The metric's name as the run logs it (system metrics: W&B 'system.*', "
         "MLflow 'system/*').",
     )
+    for_points: PositiveInt = Field(
+        default=1,
+        description="Fires only once the condition has held at this many of the run's trigger "
+        "points in a row (Prometheus' `for`); 1: at the point itself.",
+    )
+    rearm: bool = Field(
+        default=False,
+        description="After a firing, the run fires again only once the condition has stopped "
+        "holding and holds again, however long that takes (the cooldown is then not used): a "
+        "metric that stays high fires once.",
+    )
+
+    @field_validator("for_points")
+    @classmethod
+    def _streak_fits(cls, value: int) -> int:
+        if value > MAX_FOR_POINTS:
+            raise ValueError(
+                f"must be at most {MAX_FOR_POINTS} points, not {shown(value)}; for a condition "
+                "that must hold longer, use a longer window"
+            )
+        return value
+
+    @property
+    def counts_streaks(self) -> bool:
+        """Whether the evaluator keeps, per run, how long the condition has held."""
+        return self.for_points > 1 or self.rearm
+
+    def describe(self) -> str:
+        held = f" at {self.for_points} points in a row" if self.for_points > 1 else ""
+        return self.condition() + held + (", rearmed when it stops holding" if self.rearm else "")
+
+    @abstractmethod
+    def condition(self) -> str:
+        """The condition at one trigger point, in words."""
 
     @property
     @abstractmethod
@@ -365,7 +401,7 @@ class RunMetric(MetricTrigger):
     def undefined_reason(self) -> str:
         return "the window holds a value that can not be aggregated"
 
-    def describe(self) -> str:
+    def condition(self) -> str:
         return (
             f"{self.aggregation}({self.metric}, {self.window}) {self.operator} {self.threshold:g}"
         )
@@ -439,7 +475,7 @@ class RunMetricChange(MetricTrigger):
     def undefined_reason(self) -> str:
         return f"the prior window's {self.aggregation} is 0, so a relative change is undefined"
 
-    def describe(self) -> str:
+    def condition(self) -> str:
         unit = f"{self.amount:.0%}" if self.change_type == "relative" else f"{self.amount:g}"
         word = {"increase": "increases", "decrease": "decreases", "any": "changes"}[self.direction]
         return (
@@ -499,7 +535,7 @@ class RunMetricZScore(MetricTrigger):
     def metric_values(self, windows: MetricWindows, points: IntArray) -> list[list[float]]:
         return windows.baseline_at(points, self.window)
 
-    def describe(self) -> str:
+    def condition(self) -> str:
         side = {"above": "z", "below": "-z", "either": "|z|"}[self.direction]
         return f"{side}({self.metric}, last {self.window} runs) ≥ {self.threshold:g}"
 

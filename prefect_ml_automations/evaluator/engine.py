@@ -37,6 +37,7 @@ from prefect_ml_automations.evaluator.state import (
     artifact_event_identity,
     state_event_identity,
 )
+from prefect_ml_automations.evaluator.streaks import StreakWalk
 from prefect_ml_automations.evaluator.zscore import ZScoreBatch
 from prefect_ml_automations.events import (
     ArtifactEvent,
@@ -538,19 +539,32 @@ class _MetricPass:
         ts = columns.ts[self.rows]
         timely = ts >= self.since_ns
         admitted = self.events.admitted(automation, self.rows)
-        candidate = np.flatnonzero(measured.holds & timely & admitted)
-        last = self.state.last_fired_for(automation.name)
-        fired = apply_cooldown(self.trigger_runs[candidate], ts[candidate], last, _ns(automation))
+        held_long = measured.holds
+        walk = None
+        if trigger.counts_streaks:
+            streak, spent = self.state.streaks_for(automation.name)
+            walk = StreakWalk.of(self.trigger_runs, measured.holds, streak, spent)
+            held_long = walk.streak >= trigger.for_points
+        candidate = np.flatnonzero(held_long & timely & admitted)
+        if walk is not None and trigger.rearm:
+            fired = walk.rearmed(candidate)  # (instead of the cooldown)
+        else:
+            last = self.state.last_fired_for(automation.name)
+            runs, at = self.trigger_runs[candidate], ts[candidate]
+            fired = apply_cooldown(runs, at, last, _ns(automation))
+            reason = f"held back by the cooldown ({_cooldown_text(automation)})"
+            self.held.add(automation.name, reason, self.trigger_runs[candidate[~fired]])
         fired_idx = candidate[fired]
         out.firings += self._firings(automation, trigger, fired_idx, measured.value[fired_idx])
-        reason = f"held back by the cooldown ({_cooldown_text(automation)})"
-        self.held.add(automation.name, reason, self.trigger_runs[candidate[~fired]])
+        if walk is not None:
+            walk.remember(fired_idx, trigger.for_points, streak, spent)
         if self.explain:
             self._explain(
                 automation,
                 trigger,
                 measured.value,
                 measured.holds,
+                held_long,
                 timely,
                 admitted,
                 candidate,
@@ -637,6 +651,7 @@ class _MetricPass:
         trigger: MetricTrigger,
         value: F64,
         holds: Bool,
+        held_long: Bool,
         timely: Bool,
         admitted: Bool,
         candidate: I64,
@@ -644,8 +659,12 @@ class _MetricPass:
         out: Evaluation,
     ) -> None:
         full = self.segments.avail >= trigger.points_needed
-        held_back = np.zeros(len(value), bool)  # reported by _judge, always
-        held_back[candidate[~fired]] = True
+        not_fired = np.zeros(len(value), bool)
+        not_fired[candidate[~fired]] = True
+        if trigger.rearm:
+            held_back, spent = np.zeros(len(value), bool), not_fired
+        else:
+            held_back, spent = not_fired, np.zeros(len(value), bool)  # reported by _judge
         reasons: list[tuple[Bool, Callable[[int], str]]] = [
             (~timely, lambda run: "before --since"),
             (
@@ -653,8 +672,22 @@ class _MetricPass:
                 lambda run: f"the window is not full yet (it needs {trigger.points_needed} values)",
             ),
             (np.isnan(value), lambda run: trigger.undefined_reason()),
-            (~holds, lambda run: f"{trigger.describe()} did not hold"),
+            (~holds, lambda run: f"{trigger.condition()} did not hold"),
+            (
+                ~held_long,
+                lambda run: (
+                    f"{trigger.condition()} had not yet held at {trigger.for_points} "
+                    "points in a row"
+                ),
+            ),
             (~admitted, lambda run: self._filter_reason(automation, run)),
+            (
+                spent,
+                lambda run: (
+                    "already fired since the condition last stopped holding (rearm: "
+                    "fires again once it stops holding and holds again)"
+                ),
+            ),
         ]
         decided = held_back.copy()
         for mask, reason in reasons:

@@ -9,8 +9,8 @@ about the same with 100k tracked runs as with 1k, and the store does not grow pe
 
 The rows, keyed the way a store keys them:
 
-- `RunRow` per (project, run_id): creation time, last name, user and state, and when each
-  automation last fired for the run (the cooldown);
+- `RunRow` per (project, run_id): creation time, last name, user and state, and per automation
+  when it last fired for the run (the cooldown) and how long its condition has held;
 - `SeriesRow` per (project, metric, run_id): the tail of the run's series the windows need;
 - `MetricRow` per (project, metric): the tails' capacity, the z-score shift and the member lists
   (the k most recently created runs that have logged, newest first);
@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,9 @@ class RunRow:
     name: str | None
     user: str | None
     state: str | None
-    #: JSON {automation: time (ns) of the run's last firing}, keys sorted.
+    #: JSON, keys sorted: {automation: time (ns) of the run's last firing} — or, for an
+    #: automation whose condition has held at the run's latest trigger points (`for_points`,
+    #: `rearm`), {automation: [that time or null, points in a row, fired during them]}.
     fired: str
 
 
@@ -130,14 +133,25 @@ def state_from_rows(rows: StateRows) -> EvaluatorState:
     )
     state = EvaluatorState(runs=runs)
     fired: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    streaks: dict[str, list[tuple[int, int, bool]]] = defaultdict(list)
     for code, run in enumerate(rows.runs.values()):
-        for automation, ns in json.loads(run.fired).items():
-            fired[automation].append((code, ns))
+        for automation, memory in json.loads(run.fired).items():
+            if isinstance(memory, list):
+                ns, streak, spent = memory
+                streaks[automation].append((code, streak, spent))
+            else:
+                ns = memory
+            if ns is not None:
+                fired[automation].append((code, ns))
     for automation, pairs in fired.items():
         last = np.full(len(keys), NO_TIME, np.int64)
         codes, times = zip(*pairs, strict=True)
         last[list(codes)] = times
         state.last_fired[automation] = last
+    for automation, triples in streaks.items():
+        streak, spent = state.streaks_for(automation)
+        for code, count, fired_then in triples:
+            streak[code], spent[code] = count, fired_then
 
     by_metric: dict[MetricKey, list[tuple[int, SeriesRow]]] = defaultdict(list)
     for (project, metric, run_id), series in rows.series.items():
@@ -170,11 +184,17 @@ def state_from_rows(rows: StateRows) -> EvaluatorState:
 def rows_of(state: EvaluatorState) -> StateRows:
     """Every row of `state`."""
     runs = state.runs
-    fired: list[dict[str, int]] = [{} for _ in range(len(runs))]
+    fired: list[dict[str, Any]] = [{} for _ in range(len(runs))]
     for automation in sorted(state.last_fired):
         last = state.last_fired[automation][: len(runs)]
         for code in np.flatnonzero(last != NO_TIME).tolist():
             fired[code][automation] = int(last[code])
+    for automation in sorted(state.streaks):
+        streak = state.streaks[automation][: len(runs)]
+        spent = state.spent[automation][: len(runs)]
+        for code in np.flatnonzero(streak > 0).tolist():
+            ns = fired[code].get(automation)  # (an int: only the streaks' entries are lists)
+            fired[code][automation] = [ns, int(streak[code]), bool(spent[code])]
     out = StateRows()
     for code, key in enumerate(runs.keys):
         out.runs[key] = RunRow(

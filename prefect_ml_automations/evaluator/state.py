@@ -3,8 +3,9 @@
 Per run: its key, creation time, last state, name and user. Per (project, metric) watched: the
 tail of each run's series the windows need (`SeriesTable`) and, for z-scores, which runs are
 the most recently created ones that have logged. Per automation: when each run last fired (the
-cooldown). And the identities of artifact events already seen. Nothing here grows with the
-length of a run's history.
+cooldown) and, for `for_points` and `rearm`, how long its condition has held. And the
+identities of artifact events already seen. Nothing here grows with the length of a run's
+history.
 """
 
 from __future__ import annotations
@@ -92,6 +93,11 @@ class EvaluatorState:
     members: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
     #: Per automation: time (ns) of each run's last firing, by run code (NO_TIME: never).
     last_fired: dict[str, I64] = field(default_factory=dict)
+    #: Per automation that counts streaks (`for_points`, `rearm`): at how many trigger points
+    #: in a row each run's condition has held (capped at `for_points`), and whether the run
+    #: fired during that streak — by run code.
+    streaks: dict[str, I64] = field(default_factory=dict)
+    spent: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
     #: Identities (digests) of the artifact events and run state events seen.
     seen_artifact_events: set[str] = field(default_factory=set)
     seen_state_events: set[str] = field(default_factory=set)
@@ -110,6 +116,13 @@ class EvaluatorState:
         self.last_fired[automation] = fired
         return fired
 
+    def streaks_for(self, automation: str) -> tuple[I64, npt.NDArray[np.bool_]]:
+        """The streak and whether it fired, per run code, for `automation` (for writing)."""
+        streak = _grown(self.streaks.get(automation, np.zeros(0, np.int64)), len(self.runs), 0)
+        spent = _grown(self.spent.get(automation, np.zeros(0, bool)), len(self.runs), False)
+        self.streaks[automation], self.spent[automation] = streak, spent
+        return streak, spent
+
     # -- persistence ---------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
@@ -124,6 +137,10 @@ class EvaluatorState:
         fired_names = list(self.last_fired)
         for i, name in enumerate(fired_names):
             arrays[f"fired{i}"] = self.last_fired[name]
+        streak_names = list(self.streaks)
+        for i, name in enumerate(streak_names):
+            arrays[f"streak{i}"] = self.streaks[name]
+            arrays[f"spent{i}"] = self.spent[name]
         meta = {
             "version": FORMAT_VERSION,
             "runs": [list(k) for k in self.runs.keys],
@@ -134,6 +151,7 @@ class EvaluatorState:
             "shifts": [[p, m, v] for (p, m), v in self.shifts.items()],
             "members": [[p, m, k, runs] for (p, m, k), runs in self.members.items()],
             "fired": fired_names,
+            "streaks": streak_names,
             "seen": sorted(self.seen_artifact_events),
             "seen_states": sorted(self.seen_state_events),
         }
@@ -175,6 +193,9 @@ class EvaluatorState:
         state.last_fired = {
             name: arrays[f"fired{i}"].copy() for i, name in enumerate(meta["fired"])
         }
+        for i, name in enumerate(meta.get("streaks", [])):  # (absent before for_points)
+            state.streaks[name] = arrays[f"streak{i}"].copy()
+            state.spent[name] = arrays[f"spent{i}"].copy()
         state.seen_artifact_events = set(meta["seen"])
         state.seen_state_events = set(meta["seen_states"])
         return state
