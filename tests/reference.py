@@ -205,9 +205,9 @@ class Reference:
             ]
             others.sort(reverse=True)
             baseline = [pts[max(pts)] for _, _, pts in others[: t.window]]
-            if len(baseline) < 2:
+            if len(baseline) < t.min_baseline:
                 return None
-            sd = statistics.stdev(baseline)
+            sd = max(statistics.stdev(baseline), t.sigma_floor)
             if sd == 0:
                 return None
             z = (history[-1] - statistics.fmean(baseline)) / sd

@@ -647,3 +647,48 @@ def test_explain_says_why_a_streak_or_a_rearm_kept_a_run_from_firing() -> None:
 def test_for_points_is_a_positive_bounded_count(for_points: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         automation(**HIGH, for_points=for_points)
+
+
+# §8. Robust z-scores: a minimum baseline and a σ floor -------------------------------------------
+
+
+def scored(value: float) -> dict:
+    return metric("x", 0, value, 100, run_created_at=at(9999))
+
+
+def test_a_nearly_flat_baseline_makes_a_wiggle_an_outlier_unless_sigma_has_a_floor() -> None:
+    flat = finished_runs([1.0, 1.0001, 0.9999, 1.0])  # std ≈ 0.00008
+    wiggle = scored(1.01)  # z ≈ 120 against that baseline
+    assert [f.run_id for f in fire([zscore(threshold=3)], [*flat, wiggle])] == ["x"]
+    assert fire([zscore(threshold=3, sigma_floor=0.05)], [*flat, wiggle]) == []
+    [jump] = fire([zscore(threshold=3, sigma_floor=0.05)], [*flat, scored(1.5)])
+    assert jump.value == pytest.approx(0.5 / 0.05)
+
+
+def test_with_a_sigma_floor_a_perfectly_flat_baseline_is_judged() -> None:
+    flat = finished_runs([10, 10, 10])
+    assert fire([zscore(threshold=3)], [*flat, scored(11)]) == []  # no spread: undefined
+    [firing] = fire([zscore(threshold=3, sigma_floor=0.25)], [*flat, scored(11)])
+    assert firing.value == pytest.approx(4.0)
+
+
+def test_min_baseline_waits_for_enough_runs_and_explain_says_so() -> None:
+    a = zscore(threshold=3, min_baseline=4)
+    few = [*finished_runs([8, 10, 12]), scored(100)]
+    evaluation = Evaluator([a]).evaluate(events(*few), explain=True)
+    assert evaluation.firings == []
+    assert any("fewer than 4 other runs" in s.reason for s in evaluation.skips)
+    assert [f.run_id for f in fire([a], [*finished_runs([8, 10, 12, 10]), scored(100)])] == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"min_baseline": 1}, "between 2 .* and the window"),
+        ({"min_baseline": 31}, r"between 2 .* and the window \(30\), not 31"),
+        ({"sigma_floor": -1}, "must be 0 .* or more"),
+    ],
+)
+def test_robust_zscore_settings_are_checked(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        zscore(**settings)

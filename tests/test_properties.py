@@ -148,6 +148,18 @@ AUTOMATIONS = [
         filters={"run_name": "^sweep-[01]"},
     ),
     _automation(
+        "z-robust",
+        {
+            "type": "RUN_METRIC_ZSCORE",
+            "metric": "loss",
+            "window": 3,
+            "threshold": 2,
+            "min_baseline": 3,
+            "sigma_floor": 0.5,
+        },
+        cooldown=0,
+    ),
+    _automation(
         "z-rearm",
         {"type": "RUN_METRIC_ZSCORE", "metric": "acc", "window": 2, "threshold": 1, "rearm": True},
     ),

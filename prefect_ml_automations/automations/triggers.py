@@ -269,8 +269,10 @@ class MetricWindows(Protocol):
     def aggregate(self, aggregation: str, size: int, lag: int = 0) -> FloatArray:
         """`aggregation` over the `size` values that end `lag` values before the point."""
 
-    def zscores(self, window: int) -> FloatArray:
-        """The point's value as a z-score against the latest values of `window` other runs."""
+    def zscores(self, window: int, min_baseline: int = 2, sigma_floor: float = 0.0) -> FloatArray:
+        """The point's value as a z-score against the latest values of `window` other runs
+        (NaN with fewer than `min_baseline` of them; the standard deviation is at least
+        `sigma_floor`)."""
 
     def values_at(self, points: IntArray, size: int) -> list[list[float]]:
         """The `size` values of the series ending at each trigger point of `points`, oldest
@@ -499,6 +501,16 @@ class RunMetricZScore(MetricTrigger):
         default="either",
         description="Which side fires: above the mean, below it, or either.",
     )
+    min_baseline: int = Field(
+        default=2,
+        description="How many other runs the baseline needs before a z-score is judged (at "
+        "least 2; 5 or more keeps a young project from firing on noise).",
+    )
+    sigma_floor: Number = Field(
+        default=0,
+        description="The smallest standard deviation divided by, in the metric's units: a "
+        "flat baseline then does not turn every wiggle into a 40σ outlier (0: none).",
+    )
 
     @field_validator("threshold")
     @classmethod
@@ -508,6 +520,22 @@ class RunMetricZScore(MetricTrigger):
                 f"must be greater than 0 (a number of standard deviations), not {value:g}"
             )
         return value
+
+    @field_validator("sigma_floor")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"must be 0 (no floor) or more, not {value:g}")
+        return value
+
+    @model_validator(mode="after")
+    def _baseline_can_be_reached(self) -> RunMetricZScore:
+        if not 2 <= self.min_baseline <= max(self.window, 2):
+            raise ValueError(
+                f"min_baseline must be between 2 (a standard deviation needs two runs) and the "
+                f"window ({self.window}), not {shown(self.min_baseline)}"
+            )
+        return self
 
     @field_validator("window")
     @classmethod
@@ -523,14 +551,14 @@ class RunMetricZScore(MetricTrigger):
         return 1
 
     def measure(self, windows: MetricWindows) -> Measurement:
-        z = windows.zscores(self.window)
+        z = windows.zscores(self.window, self.min_baseline, float(self.sigma_floor))
         return Measurement(z, _beyond(z, self.threshold, self.direction))
 
     def undefined_reason(self) -> str:
-        return (
-            "the baseline has fewer than 2 other runs with this metric, or they all have the "
-            "same value (standard deviation 0)"
-        )
+        few = f"the baseline has fewer than {self.min_baseline} other runs with this metric"
+        if self.sigma_floor:
+            return few
+        return few + ", or they all have the same value (standard deviation 0)"
 
     def metric_values(self, windows: MetricWindows, points: IntArray) -> list[list[float]]:
         return windows.baseline_at(points, self.window)

@@ -446,7 +446,7 @@ class _MetricPass:
         )
         self.rows = selected[self.segments.points]  # the trigger points' rows in the batch
         self.trigger_runs = self.events.row_run[self.rows]
-        self._z: dict[int, F64] = {}
+        self._z: dict[tuple[int, int, float], F64] = {}
         self._zbatch: ZScoreBatch | None = None
         self._last_row: tuple[I64, I64] | None = None
         return True
@@ -464,12 +464,14 @@ class _MetricPass:
     def aggregate(self, aggregation: str, size: int, lag: int = 0) -> F64:
         return self.segments.window(aggregation, size, lag)
 
-    def zscores(self, window: int) -> F64:
-        if window not in self._z:
+    def zscores(self, window: int, min_baseline: int = 2, sigma_floor: float = 0.0) -> F64:
+        key = (window, min_baseline, sigma_floor)
+        if key not in self._z:
             zbatch = self._z_batch()
-            z = zbatch.zscores(window, self._members(window), self.state.runs.rank)
-            self._z[window] = z[self._position]  # back from arrival order to trigger order
-        return self._z[window]
+            members, rank = self._members(window), self.state.runs.rank
+            z = zbatch.zscores(window, members, rank, min_baseline, sigma_floor)
+            self._z[key] = z[self._position]  # back from arrival order to trigger order
+        return self._z[key]
 
     def values_at(self, points: I64, size: int) -> list[list[float]]:
         return self.segments.window_values(points, size)

@@ -173,8 +173,16 @@ class ZScoreBatch:
         changes = np.cumsum(member)  # member points up to and including each point
         return c1[changes], c2[changes], cn[changes], member
 
-    def zscores(self, window: int, members: dict[int, list[int]], rank: RankKey) -> F64:
-        """z of every point against its `window` baseline (NaN where undefined).
+    def zscores(
+        self,
+        window: int,
+        members: dict[int, list[int]],
+        rank: RankKey,
+        min_baseline: int = 2,
+        sigma_floor: float = 0.0,
+    ) -> F64:
+        """z of every point against its `window` baseline (NaN where undefined: fewer than
+        `min_baseline` runs, or no spread and no `sigma_floor`).
 
         `members[k]` lists the k most recently created runs that had logged before the batch.
         """
@@ -189,8 +197,14 @@ class ZScoreBatch:
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = s1 / n
             variance = (s2 - s1 * mean) / (n - 1)
-            defined = (n >= 2) & (variance > _RELATIVE_VARIANCE_FLOOR * (s2 / n))
-            z: F64 = np.where(defined, (v - mean) / np.sqrt(np.where(defined, variance, 1)), np.nan)
+            spread = variance > _RELATIVE_VARIANCE_FLOOR * (s2 / n)
+            if sigma_floor > 0:
+                sd = np.maximum(np.sqrt(np.where(spread, variance, 0.0)), sigma_floor)
+                defined = n >= min_baseline
+            else:
+                sd = np.sqrt(np.where(spread, variance, 1.0))
+                defined = (n >= min_baseline) & spread
+            z: F64 = np.where(defined, (v - mean) / sd, np.nan)
         return z
 
     def baselines(
