@@ -652,6 +652,70 @@ def quarantine(
         )
 
 
+AutomationName = Annotated[str, Parameter(help="The automation's name, as in the config.")]
+
+
+@app.command
+def pause(
+    file: ConfigFile,
+    automation: AutomationName,
+    *,
+    reason: Annotated[str, Parameter(help="Why, for the record (shown by `paused`).")] = "",
+) -> None:
+    """Stop an automation firing from the next cycle on (every sensor on the store), keeping
+    what the evaluator remembers of it; its matches are in the history as skipped."""
+    from prefect_ml_automations.config import load_config
+    from prefect_ml_automations.store import StateStore
+
+    config = load_config(file)
+    _known_automation(config.automations, automation, file)
+    before = StateStore(config.store).pause(automation, reason or "paused by hand")
+    if before is not None:
+        print(f"{automation} is paused already (since {before:%Y-%m-%d %H:%M:%S} UTC).")
+        return
+    print(
+        f"Paused {automation}: from the next cycle on its matches are held back as skipped. "
+        f"`ml-automations resume {file} {automation}` lets it fire again."
+    )
+
+
+@app.command
+def resume(file: ConfigFile, automation: AutomationName) -> None:
+    """Let a paused automation fire again, from the next cycle on."""
+    from prefect_ml_automations.config import load_config
+    from prefect_ml_automations.store import StateStore
+
+    config = load_config(file)
+    _known_automation(config.automations, automation, file)
+    if StateStore(config.store).resume(automation):
+        print(f"Resumed {automation}: it fires again from the next cycle on.")
+    else:
+        print(f"{automation} was not paused.")
+
+
+@app.command
+def paused(file: ConfigFile) -> None:
+    """The paused automations: since when, and why."""
+    from prefect_ml_automations.config import load_config
+    from prefect_ml_automations.redact import safe_url
+    from prefect_ml_automations.store import StateStore
+
+    config = load_config(file)
+    rows = sorted(StateStore(config.store).paused().items())
+    print(f"{len(rows)} automation(s) paused in {safe_url(config.store)}.")
+    for name, (since, why) in rows:
+        print(f"{name}: since {since:%Y-%m-%d %H:%M:%S} UTC — {why}")
+
+
+def _known_automation(automations: Sequence[Any], name: str, file: Path) -> None:
+    names = [a.name for a in automations]
+    if name not in names:
+        listed = ", ".join(names[:10]) + (", …" if len(names) > 10 else "")
+        raise BadInputError(
+            f"{file} has no automation named {name!r}; its automations: {listed or 'none'}."
+        )
+
+
 def _service_logging(verbose: bool = False) -> None:
     """A service says what it does: its start, each busy cycle, each firing (INFO); and Prefect's
     engine does not repeat an expected failure with a traceback (unless `verbose`)."""

@@ -404,7 +404,7 @@ class Sensor:
         before we watched it, which fills windows and fires nothing."""
         if not events:
             return [], []
-        evaluator = Evaluator(self.config.automations, state)
+        evaluator = Evaluator(self.config.automations, state, paused=cycle.paused())
         batch = EventBatch.from_events(events)
         if fills:
             evaluator.evaluate(batch, since=_FAR_FUTURE)

@@ -102,6 +102,14 @@ source_cursors = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+paused = sa.Table(
+    "ml_paused",
+    metadata,
+    sa.Column("automation", sa.String(255), primary_key=True),
+    sa.Column("paused_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -303,6 +311,32 @@ class StateStore:
                 )
                 for row in connection.execute(query)
             ]
+
+    def pause(self, automation: str, reason: str) -> datetime | None:
+        """Pause `automation` from the next cycle on; returns when it was paused already, if
+        it was (then nothing changes)."""
+        with self.engine.begin() as connection:
+            before = connection.execute(
+                sa.select(paused.c.paused_at).where(paused.c.automation == automation)
+            ).scalar()
+            if before is not None:
+                return _aware(before)
+            statement = dialect_insert(connection)(paused).on_conflict_do_nothing()
+            connection.execute(
+                statement, {"automation": automation, "paused_at": utcnow(), "reason": reason}
+            )
+        return None
+
+    def resume(self, automation: str) -> bool:
+        """Let `automation` fire again from the next cycle on; False if it was not paused."""
+        with self.engine.begin() as connection:
+            gone = connection.execute(paused.delete().where(paused.c.automation == automation))
+        return bool(gone.rowcount)
+
+    def paused(self) -> dict[str, tuple[datetime, str]]:
+        """The paused automations: when, and why."""
+        with self.engine.connect() as connection:
+            return read_paused(connection)
 
     def redrive(self, ids: Sequence[int] | None = None) -> int:
         """Put quarantined events (these ids, or all) back into the inbox, for a sensor that
@@ -678,6 +712,13 @@ class Cycle:
         self.partitions: list[str] = []
         self.quarantined = 0
         self._loaded = StateRows()
+        self._paused: frozenset[str] | None = None
+
+    def paused(self) -> frozenset[str]:
+        """The automations paused now (`ml-automations pause`), read once a cycle."""
+        if self._paused is None:
+            self._paused = frozenset(read_paused(self.connection))
+        return self._paused
 
     def state(self, keys: StateKeys) -> EvaluatorState:
         """The part of the evaluator state that evaluating a batch with `keys` reads (from
@@ -924,6 +965,11 @@ def store_problem(exc: BaseException) -> str:
     if "unable to open" in lowered or "no such file" in lowered:
         return f"the file can not be opened ({first}); check that its folder exists"
     return f"{exc.__class__.__name__}: {first}; check the URL and that the database is reachable"
+
+
+def read_paused(connection: Connection) -> dict[str, tuple[datetime, str]]:
+    rows = connection.execute(sa.select(paused)).all()
+    return {row.automation: (_aware(row.paused_at) or row.paused_at, row.reason) for row in rows}
 
 
 def read_cursor(connection: Connection, source: str) -> dict[str, Any] | None:

@@ -50,6 +50,9 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
 
+#: Why a paused automation's matches did not fire (they are in the history as `skipped`).
+PAUSED = "paused (`ml-automations resume` lets it fire again)"
+
 #: Larger batches are judged in slices of this many events (bounded memory, same result).
 CHUNK_EVENTS = 1_000_000
 
@@ -105,10 +108,17 @@ class Evaluator:
     """
 
     def __init__(
-        self, automations: Sequence[Automation], state: EvaluatorState | None = None
+        self,
+        automations: Sequence[Automation],
+        state: EvaluatorState | None = None,
+        *,
+        paused: frozenset[str] = frozenset(),
     ) -> None:
         self.automations = [a for a in automations if a.enabled]
         self.state = state or EvaluatorState()
+        #: Automations judged as usual (their windows and streaks advance) that fire nothing:
+        #: their matches are held back as skipped.
+        self.paused = paused
         self._rank = {a.name: i for i, a in enumerate(self.automations)}
         self._metric: dict[tuple[str, str], list[Automation]] = defaultdict(list)
         self._run_state: list[Automation] = []
@@ -175,6 +185,7 @@ class Evaluator:
                 metric_pass = _MetricPass(
                     self.state, run, project, metric, automations, since_ns, explain, held
                 )
+                metric_pass.paused = self.paused
                 metric_pass.evaluate(out)
             self._run_states(run, since_ns, explain, out)
             self._artifact_events(chunk, since_ns, explain, out)
@@ -218,6 +229,9 @@ class Evaluator:
                     reason := automation.run_filters.admits(user=user, run_name=name)
                 ) is not None:
                     pass
+                elif automation.name in self.paused:
+                    out.skips.append(Skip(automation.name, subject, PAUSED, held_back=True))
+                    continue
                 else:
                     last = self.state.last_fired_for(automation.name)
                     cooldown = _ns(automation)
@@ -274,7 +288,9 @@ class Evaluator:
                     reason = "the very same event was seen before (a re-delivery)"
                 if reason is None and to_ns(event.timestamp) < since_ns:
                     reason = "before --since"
-                if reason is None:
+                if reason is None and automation.name in self.paused:
+                    out.skips.append(Skip(automation.name, subject, PAUSED, held_back=True))
+                elif reason is None:
                     out.firings.append(
                         Firing(
                             firing_id=firing_id(
@@ -407,6 +423,7 @@ class _MetricPass:
         self.state, self.events, self.project, self.metric = state, run, project, metric
         self.automations, self.since_ns, self.explain = automations, since_ns, explain
         self.held = held if held is not None else _HeldBack()
+        self.paused: frozenset[str] = frozenset()
         self.triggers: list[MetricTrigger] = [a.event for a in automations]  # type: ignore[misc]
 
     def evaluate(self, out: Evaluation) -> None:
@@ -548,7 +565,12 @@ class _MetricPass:
             walk = StreakWalk.of(self.trigger_runs, measured.holds, streak, spent)
             held_long = walk.streak >= trigger.for_points
         candidate = np.flatnonzero(held_long & timely & admitted)
-        if walk is not None and trigger.rearm:
+        rearmed = walk is not None and trigger.rearm
+        if automation.name in self.paused:
+            fired = np.zeros(len(candidate), bool)
+            rearmed = False  # (every match is reported, as held back)
+            self.held.add(automation.name, PAUSED, self.trigger_runs[candidate])
+        elif walk is not None and trigger.rearm:
             fired = walk.rearmed(candidate)  # (instead of the cooldown)
         else:
             last = self.state.last_fired_for(automation.name)
@@ -571,6 +593,7 @@ class _MetricPass:
                 admitted,
                 candidate,
                 fired,
+                rearmed,
                 out,
             )
 
@@ -658,12 +681,13 @@ class _MetricPass:
         admitted: Bool,
         candidate: I64,
         fired: Bool,
+        rearmed: bool,
         out: Evaluation,
     ) -> None:
         full = self.segments.avail >= trigger.points_needed
         not_fired = np.zeros(len(value), bool)
         not_fired[candidate[~fired]] = True
-        if trigger.rearm:
+        if rearmed:
             held_back, spent = np.zeros(len(value), bool), not_fired
         else:
             held_back, spent = not_fired, np.zeros(len(value), bool)  # reported by _judge
