@@ -686,8 +686,10 @@ def resume(file: ConfigFile, automation: AutomationName) -> None:
     from prefect_ml_automations.store import StateStore
 
     config = load_config(file)
-    _known_automation(config.automations, automation, file)
-    if StateStore(config.store).resume(automation):
+    store = StateStore(config.store)
+    if automation not in store.paused():  # (one paused, then renamed or removed, may resume)
+        _known_automation(config.automations, automation, file)
+    if store.resume(automation):
         print(f"Resumed {automation}: it fires again from the next cycle on.")
     else:
         print(f"{automation} was not paused.")
@@ -702,9 +704,11 @@ def paused(file: ConfigFile) -> None:
 
     config = load_config(file)
     rows = sorted(StateStore(config.store).paused().items())
+    names = {a.name for a in config.automations}
     print(f"{len(rows)} automation(s) paused in {safe_url(config.store)}.")
     for name, (since, why) in rows:
-        print(f"{name}: since {since:%Y-%m-%d %H:%M:%S} UTC — {why}")
+        gone = "" if name in names else f" (not in {file}: it stays paused if it comes back)"
+        print(f"{name}: since {since:%Y-%m-%d %H:%M:%S} UTC — {why}{gone}")
 
 
 def _known_automation(automations: Sequence[Any], name: str, file: Path) -> None:

@@ -640,6 +640,31 @@ def test_explain_says_why_a_streak_or_a_rearm_kept_a_run_from_firing() -> None:
     assert evaluation.firings[1].metric_filter == "average(acc, 1) > 0.5 at 3 points in a row"
 
 
+def test_a_streak_counted_before_for_points_was_turned_off_is_not_carried_on() -> None:
+    counting, plain = automation(**HIGH, for_points=3), automation(**HIGH, cooldown="1d")
+    state = Evaluator([counting]).state
+    Evaluator([counting], state).evaluate(events(*points([0.9, 0.9])))  # 2 in a row
+    later = [metric("r1", s, v, 60 * s) for s, v in [(2, 0.1), (3, 0.1), (4, 0.9)]]
+    Evaluator([plain], state).evaluate(events(*later[:2]))  # not counted: for_points off
+    assert Evaluator([counting], state).evaluate(events(later[2])).firings == []
+
+
+def test_a_longer_for_points_counts_the_whole_streak_so_far() -> None:
+    short, long = automation(**HIGH, for_points=2), automation(**HIGH, for_points=5)
+    evaluator = Evaluator([short])
+    evaluator.evaluate(events(*points([0.9] * 10)))
+    later = Evaluator([long], evaluator.state).evaluate(events(metric("r1", 10, 0.9, 600)))
+    assert fired_at(later.firings) == [("r1", 10)]  # 11 points in a row: at least 5
+
+
+def test_a_rearm_firing_starts_the_cooldown_it_would_use_without_rearm() -> None:
+    rearm, plain = automation(**HIGH, rearm=True), automation(**HIGH, cooldown="1d")
+    evaluator = Evaluator([rearm])
+    assert fired_at(evaluator.evaluate(events(*points([0.9]))).firings) == [("r1", 0)]
+    after = Evaluator([plain], evaluator.state).evaluate(events(metric("r1", 1, 0.9, 120)))
+    assert after.firings == []
+
+
 @pytest.mark.parametrize(
     ("for_points", "message"),
     [(0, "greater than 0"), (1_000_001, "at most 1000000 points")],
@@ -663,6 +688,15 @@ def test_a_nearly_flat_baseline_makes_a_wiggle_an_outlier_unless_sigma_has_a_flo
     assert fire([zscore(threshold=3, sigma_floor=0.05)], [*flat, wiggle]) == []
     [jump] = fire([zscore(threshold=3, sigma_floor=0.05)], [*flat, scored(1.5)])
     assert jump.value == pytest.approx(0.5 / 0.05)
+
+
+def test_a_sigma_floor_never_replaces_a_spread_larger_than_it() -> None:
+    # The first value the project logged (0) is far from the baseline's (~1000): the spread of
+    # 0.02 must still be measured as such, not as "none", and divided by instead of the floor.
+    first = metric("r-first", 0, 0.0, 0, run_created_at=at(-600))
+    spread = finished_runs([1000.0, 1000.02, 999.98], start=10)
+    stream = [first, *spread, scored(1000.03)]  # z = 1.5 against the last 3 runs
+    assert fire([zscore(threshold=3, window=3, sigma_floor=0.001)], stream) == []
 
 
 def test_with_a_sigma_floor_a_perfectly_flat_baseline_is_judged() -> None:

@@ -108,3 +108,14 @@ def test_pause_twice_and_resume_twice_say_so(
     assert main(["resume", str(config_file), "failed"]) == 0
     assert main(["resume", str(config_file), "failed"]) == 0
     assert "was not paused" in capsys.readouterr().out
+
+
+def test_an_automation_paused_then_removed_from_the_config_can_still_be_resumed(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["pause", str(config_file), "failed"]) == 0
+    config_file.write_text(config_file.read_text().replace("name: failed", "name: failures"))
+    assert main(["paused", str(config_file)]) == 0
+    assert "failed: since" in capsys.readouterr().out  # and says it is not in the config
+    assert main(["resume", str(config_file), "failed"]) == 0
+    assert "Resumed failed" in capsys.readouterr().out

@@ -26,12 +26,12 @@ from prefect_ml_automations.automations import (
     RunMetricZScore,
     RunState,
 )
-from prefect_ml_automations.automations.triggers import STATE_ALIASES
+from prefect_ml_automations.automations.triggers import MAX_FOR_POINTS, STATE_ALIASES
 from prefect_ml_automations.decisions import Firing, Skip, firing_id, merged_skips, run_subject
 from prefect_ml_automations.evaluator.batch import NO_TIME, EventBatch, from_ns, to_ns
 from prefect_ml_automations.evaluator.cooldown import apply_cooldown
 from prefect_ml_automations.evaluator.rows import StateKeys
-from prefect_ml_automations.evaluator.series import SeriesTable, stable_argsort
+from prefect_ml_automations.evaluator.series import NO_ORDER, SeriesTable, stable_argsort
 from prefect_ml_automations.evaluator.state import (
     EvaluatorState,
     artifact_event_identity,
@@ -457,6 +457,10 @@ class _MetricPass:
             return False
         capacity = max(t.values_needed for t in self.triggers)
         table = self.state.series_table(self.project, self.metric, capacity)
+        self._newest_rows: tuple[I64, I64] | None = None
+        if any(t.counts_streaks for t in self.triggers):  # (before the batch advances them)
+            runs = np.unique(self.events.row_run[selected])
+            self._newest_rows = (runs, table.latest(table.rows_for(runs))[1])
         self._prepare_members(table)  # before the batch changes the tails
         self.segments = table.ingest(
             self.events.row_run[selected], columns.order[selected], columns.value[selected]
@@ -467,6 +471,14 @@ class _MetricPass:
         self._zbatch: ZScoreBatch | None = None
         self._last_row: tuple[I64, I64] | None = None
         return True
+
+    def _newest_before(self) -> I64:
+        """Per run code, the order (step) of the run's newest point before the batch."""
+        newest = np.full(len(self.state.runs), NO_ORDER, np.int64)
+        if self._newest_rows is not None:
+            runs, orders = self._newest_rows
+            newest[runs] = orders
+        return newest
 
     def remember(self) -> None:
         """Keep the z-score member lists as they stand after the batch."""
@@ -561,8 +573,13 @@ class _MetricPass:
         held_long = measured.holds
         walk = None
         if trigger.counts_streaks:
-            streak, spent = self.state.streaks_for(automation.name)
-            walk = StreakWalk.of(self.trigger_runs, measured.holds, streak, spent)
+            streak, spent, counted_to = self.state.streaks_for(automation.name)
+            # A streak goes on only from the run's newest point before the batch: else the run
+            # logged while the automation did not count (it had no for_points then).
+            n = len(self.state.runs)
+            carried = counted_to[:n] == self._newest_before()
+            before, spent_before = np.where(carried, streak[:n], 0), spent[:n] & carried
+            walk = StreakWalk.of(self.trigger_runs, measured.holds, before, spent_before)
             held_long = walk.streak >= trigger.for_points
         candidate = np.flatnonzero(held_long & timely & admitted)
         rearmed = walk is not None and trigger.rearm
@@ -572,6 +589,8 @@ class _MetricPass:
             self.held.add(automation.name, PAUSED, self.trigger_runs[candidate])
         elif walk is not None and trigger.rearm:
             fired = walk.rearmed(candidate)  # (instead of the cooldown)
+            last = self.state.last_fired_for(automation.name)
+            last[self.trigger_runs[candidate[fired]]] = ts[candidate[fired]]  # (the latest wins)
         else:
             last = self.state.last_fired_for(automation.name)
             runs, at = self.trigger_runs[candidate], ts[candidate]
@@ -581,7 +600,8 @@ class _MetricPass:
         fired_idx = candidate[fired]
         out.firings += self._firings(automation, trigger, fired_idx, measured.value[fired_idx])
         if walk is not None:
-            walk.remember(fired_idx, trigger.for_points, streak, spent)
+            orders = self.events.columns.order[self.rows]
+            walk.remember(fired_idx, orders, streak, spent, counted_to, MAX_FOR_POINTS)
         if self.explain:
             self._explain(
                 automation,

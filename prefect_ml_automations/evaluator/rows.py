@@ -64,7 +64,8 @@ class RunRow:
     state: str | None
     #: JSON, keys sorted: {automation: time (ns) of the run's last firing} — or, for an
     #: automation whose condition has held at the run's latest trigger points (`for_points`,
-    #: `rearm`), {automation: [that time or null, points in a row, fired during them]}.
+    #: `rearm`), {automation: [that time or null, points in a row, fired during them, the
+    #: step they were counted to]}.
     fired: str
 
 
@@ -133,12 +134,12 @@ def state_from_rows(rows: StateRows) -> EvaluatorState:
     )
     state = EvaluatorState(runs=runs)
     fired: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    streaks: dict[str, list[tuple[int, int, bool]]] = defaultdict(list)
+    streaks: dict[str, list[tuple[int, int, bool, int]]] = defaultdict(list)
     for code, run in enumerate(rows.runs.values()):
         for automation, memory in json.loads(run.fired).items():
             if isinstance(memory, list):
-                ns, streak, spent = memory
-                streaks[automation].append((code, streak, spent))
+                ns, streak, spent, at = memory
+                streaks[automation].append((code, streak, spent, at))
             else:
                 ns = memory
             if ns is not None:
@@ -148,10 +149,10 @@ def state_from_rows(rows: StateRows) -> EvaluatorState:
         codes, times = zip(*pairs, strict=True)
         last[list(codes)] = times
         state.last_fired[automation] = last
-    for automation, triples in streaks.items():
-        streak, spent = state.streaks_for(automation)
-        for code, count, fired_then in triples:
-            streak[code], spent[code] = count, fired_then
+    for automation, held in streaks.items():
+        streak, spent, counted_to = state.streaks_for(automation)
+        for code, count, fired_then, at in held:
+            streak[code], spent[code], counted_to[code] = count, fired_then, at
 
     by_metric: dict[MetricKey, list[tuple[int, SeriesRow]]] = defaultdict(list)
     for (project, metric, run_id), series in rows.series.items():
@@ -192,9 +193,10 @@ def rows_of(state: EvaluatorState) -> StateRows:
     for automation in sorted(state.streaks):
         streak = state.streaks[automation][: len(runs)]
         spent = state.spent[automation][: len(runs)]
+        at = state.streak_at[automation][: len(runs)]
         for code in np.flatnonzero(streak > 0).tolist():
             ns = fired[code].get(automation)  # (an int: only the streaks' entries are lists)
-            fired[code][automation] = [ns, int(streak[code]), bool(spent[code])]
+            fired[code][automation] = [ns, int(streak[code]), bool(spent[code]), int(at[code])]
     out = StateRows()
     for code, key in enumerate(runs.keys):
         out.runs[key] = RunRow(

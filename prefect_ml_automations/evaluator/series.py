@@ -34,7 +34,9 @@ def stable_argsort(codes: npt.NDArray[np.integer[Any]]) -> I64:
     return np.argsort(codes, kind="stable")
 
 
-_NO_ORDER = np.iinfo(np.int64).min
+#: The order (step) of no point: an empty series' newest.
+NO_ORDER = np.iinfo(np.int64).min
+_NO_ORDER = NO_ORDER
 #: Averages over windows up to this size are summed directly; longer ones by prefix sums.
 DIRECT_SUM_MAX = 16
 #: How many window values firings' records gather at a time.

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from prefect_ml_automations.errors import StateError
 from prefect_ml_automations.evaluator.batch import NO_TIME, EventBatch
-from prefect_ml_automations.evaluator.series import SeriesTable, _grown
+from prefect_ml_automations.evaluator.series import NO_ORDER, SeriesTable, _grown
 from prefect_ml_automations.events import ArtifactEvent, RunStateEvent
 
 I64 = npt.NDArray[np.int64]
@@ -98,6 +98,10 @@ class EvaluatorState:
     #: fired during that streak — by run code.
     streaks: dict[str, I64] = field(default_factory=dict)
     spent: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
+    #: … and the step (order) of the trigger point the streak was counted to: a streak whose
+    #: run has logged since without being counted (the automation did not count streaks then)
+    #: is not carried on.
+    streak_at: dict[str, I64] = field(default_factory=dict)
     #: Identities (digests) of the artifact events and run state events seen.
     seen_artifact_events: set[str] = field(default_factory=set)
     seen_state_events: set[str] = field(default_factory=set)
@@ -116,12 +120,16 @@ class EvaluatorState:
         self.last_fired[automation] = fired
         return fired
 
-    def streaks_for(self, automation: str) -> tuple[I64, npt.NDArray[np.bool_]]:
-        """The streak and whether it fired, per run code, for `automation` (for writing)."""
-        streak = _grown(self.streaks.get(automation, np.zeros(0, np.int64)), len(self.runs), 0)
-        spent = _grown(self.spent.get(automation, np.zeros(0, bool)), len(self.runs), False)
+    def streaks_for(self, automation: str) -> tuple[I64, npt.NDArray[np.bool_], I64]:
+        """The streak, whether it fired and where it was counted to, per run code, for
+        `automation` (for writing)."""
+        n = len(self.runs)
+        streak = _grown(self.streaks.get(automation, np.zeros(0, np.int64)), n, 0)
+        spent = _grown(self.spent.get(automation, np.zeros(0, bool)), n, False)
+        at = _grown(self.streak_at.get(automation, np.zeros(0, np.int64)), n, NO_ORDER)
         self.streaks[automation], self.spent[automation] = streak, spent
-        return streak, spent
+        self.streak_at[automation] = at
+        return streak, spent, at
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -141,6 +149,7 @@ class EvaluatorState:
         for i, name in enumerate(streak_names):
             arrays[f"streak{i}"] = self.streaks[name]
             arrays[f"spent{i}"] = self.spent[name]
+            arrays[f"streakat{i}"] = self.streak_at[name]
         meta = {
             "version": FORMAT_VERSION,
             "runs": [list(k) for k in self.runs.keys],
@@ -196,6 +205,7 @@ class EvaluatorState:
         for i, name in enumerate(meta.get("streaks", [])):  # (absent before for_points)
             state.streaks[name] = arrays[f"streak{i}"].copy()
             state.spent[name] = arrays[f"spent{i}"].copy()
+            state.streak_at[name] = arrays[f"streakat{i}"].copy()
         state.seen_artifact_events = set(meta["seen"])
         state.seen_state_events = set(meta["seen_states"])
         return state

@@ -67,10 +67,13 @@ class StreakWalk:
         spent: Bool = (spell == 0) & self.spent_before[runs]
         return first & ~spent
 
-    def remember(self, fired: I64, for_points: int, streak: I64, spent: Bool) -> None:
-        """Write each run's streak after the batch (capped at `for_points`: all that is ever
-        asked) and whether it fired during its last spell into `streak` and `spent` (by run
-        code); `fired` are the points that fired."""
+    def remember(
+        self, fired: I64, orders: I64, streak: I64, spent: Bool, counted_to: I64, cap: int
+    ) -> None:
+        """Write each run's streak after the batch (capped at `cap`), whether it fired during
+        its last spell and the order (step) of its last trigger point into `streak`, `spent`
+        and `counted_to` (by run code); `fired` are the points that fired, `orders` every
+        point's order."""
         if not len(self.runs):
             return
         last = np.ones(len(self.runs), bool)
@@ -84,4 +87,5 @@ class StreakWalk:
         carried = (final_spell[runs] == 0) & spent[runs]  # still in the spell of before
         ends_held = self.holds[last]
         spent[runs] = ends_held & (fired_in_final[runs] | carried)
-        streak[runs] = np.minimum(self.streak[last], max(for_points, 1))
+        streak[runs] = np.minimum(self.streak[last], cap)
+        counted_to[runs] = orders[last]

@@ -198,8 +198,8 @@ class ZScoreBatch:
             mean = s1 / n
             variance = (s2 - s1 * mean) / (n - 1)
             spread = variance > _RELATIVE_VARIANCE_FLOOR * (s2 / n)
-            if sigma_floor > 0:
-                sd = np.maximum(np.sqrt(np.where(spread, variance, 0.0)), sigma_floor)
+            if sigma_floor > 0:  # (the spread as measured, however small: at least the floor)
+                sd = np.maximum(np.sqrt(np.maximum(variance, 0.0)), sigma_floor)
                 defined = n >= min_baseline
             else:
                 sd = np.sqrt(np.where(spread, variance, 1.0))
