@@ -133,6 +133,8 @@ class CycleReport:
     dropped_polls: list[str] = field(default_factory=list)
     #: Events this cycle could not evaluate, moved to the quarantine.
     quarantined: int = 0
+    #: Automations this cycle paused: they went over their budget.
+    paused: list[str] = field(default_factory=list)
 
     @property
     def idle(self) -> bool:
@@ -156,6 +158,7 @@ class CycleReport:
             config_problems=later.config_problems or self.config_problems,
             dropped_polls=self.dropped_polls + later.dropped_polls,
             quarantined=self.quarantined + later.quarantined,
+            paused=self.paused + later.paused,
         )
 
     @property
@@ -337,6 +340,8 @@ class Sensor:
             state = self._judge(cycle, filling, events, report)
             report.quarantined = cycle.quarantined
             cycle.save(state)
+        for name in report.paused:
+            _announce_pause(name, report)
         return report
 
     def _judge(
@@ -353,8 +358,8 @@ class Sensor:
         state = cycle.state(keys)
         try:
             with cycle.attempt():
-                fired, held_back = self._evaluate(cycle, state, filling, fills=True)
-                fired, held_back = self._evaluate(cycle, state, events, fills=False)
+                self._evaluate(cycle, state, filling, fills=True)
+                fired, held_back, paused = self._evaluate(cycle, state, events, fills=False)
         except Exception as exc:
             if is_outage(exc):
                 raise
@@ -362,6 +367,7 @@ class Sensor:
         else:
             report.fired += fired
             report.held_back += held_back
+            report.paused += paused
             return state
         state = cycle.state(keys)  # as the cycle found it: the failed attempt may have changed it
 
@@ -370,7 +376,7 @@ class Sensor:
             snapshot = state.to_bytes()
             try:
                 with cycle.attempt():
-                    fired, held_back = self._evaluate(cycle, state, part, fills=fills)
+                    fired, held_back, paused = self._evaluate(cycle, state, part, fills=fills)
             except Exception as exc:
                 if is_outage(exc):
                     raise
@@ -390,6 +396,7 @@ class Sensor:
                 return
             report.fired += fired
             report.held_back += held_back
+            report.paused += paused
 
         if filling:
             settle(filling, True)
@@ -399,19 +406,25 @@ class Sensor:
 
     def _evaluate(
         self, cycle: Cycle, state: EvaluatorState, events: list[Event], *, fills: bool
-    ) -> tuple[list[Firing], list[Skip]]:
+    ) -> tuple[list[Firing], list[Skip], list[str]]:
         """Evaluate events against `state` and record the firings; `fills`: what a tracker held
-        before we watched it, which fills windows and fires nothing."""
+        before we watched it, which fills windows and fires nothing. Also the automations it
+        paused, over their budget."""
         if not events:
-            return [], []
-        evaluator = Evaluator(self.config.automations, state, paused=cycle.paused())
-        batch = EventBatch.from_events(events)
+            return [], [], []
+        automations = self.config.automations
         if fills:
-            evaluator.evaluate(batch, since=_FAR_FUTURE)
-            return [], []
-        evaluation = evaluator.evaluate(batch)
+            batch = EventBatch.from_events(events)
+            Evaluator(automations, state).evaluate(batch, since=_FAR_FUTURE)
+            return [], [], []
+        left = cycle.budget_left(automations, utcnow())
+        evaluator = Evaluator(automations, state, paused=cycle.paused(), budgets=left)
+        evaluation = evaluator.evaluate(EventBatch.from_events(events))
+        for name in evaluation.exhausted:
+            [budget] = [a.budget for a in automations if a.name == name]
+            cycle.pause(name, f"over its budget of {budget.describe() if budget else '?'}")
         held_back = [s for s in evaluation.skips if s.held_back]
-        return cycle.record(evaluation.firings, held_back), held_back
+        return cycle.record(evaluation.firings, held_back), held_back, evaluation.exhausted
 
     def evaluate(self, *, limit: int = 100_000, now: datetime | None = None) -> CycleReport:
         """Steps 1 and 2: poll every source, then commit."""
@@ -792,3 +805,25 @@ def summary(report: CycleReport, *, delivered: bool = True) -> str:
     again = sum(d.failed and d.retry_at is not None for d in report.deliveries)
     retried = f" ({again} to be tried again)" if again else ""
     return f"{evaluated}, {done} action(s) done, {failed} failed{retried}{problems}"
+
+
+def _announce_pause(name: str, report: CycleReport) -> None:
+    """Say that a cycle paused `name` (over its budget): a warning, and the Prefect event
+    `ml.automation.paused` (for Prefect automations that page someone)."""
+    held = sum(skip.count for skip in report.held_back if skip.automation == name)
+    logger.warning(
+        "%s went over its budget and is paused (%d match(es) held back); "
+        "`ml-automations resume` lets it fire again.",
+        name,
+        held,
+    )
+    try:
+        from prefect.events import emit_event
+
+        emit_event(
+            event="ml.automation.paused",
+            resource={"prefect.resource.id": f"ml-automations.automation.{name}"},
+            payload={"automation": name, "reason": "budget", "held_back": held},
+        )
+    except Exception as exc:  # (no Prefect API to tell: the warning above says it)
+        logger.debug("ml.automation.paused not emitted: %s", exc)

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from prefect_ml_automations import partitions, stored_state
+from prefect_ml_automations.automations import Automation
 from prefect_ml_automations.decisions import Firing, FiringStatus, Skip, firing_id
 from prefect_ml_automations.errors import BadInputError, MLAutomationsError, StateError
 from prefect_ml_automations.evaluator import EvaluatorState
@@ -713,6 +714,32 @@ class Cycle:
         self.quarantined = 0
         self._loaded = StateRows()
         self._paused: frozenset[str] | None = None
+
+    def budget_left(self, automations: Sequence[Automation], now: datetime) -> dict[str, int]:
+        """What is left of each budgeted automation's firings: its budget less the firings
+        recorded for it within its period before `now`."""
+        left = {}
+        for automation in automations:
+            if automation.budget is None:
+                continue
+            since = now - automation.budget.per
+            used = self.connection.execute(
+                sa.select(sa.func.count())
+                .select_from(firings)
+                .where(firings.c.automation == automation.name)
+                .where(firings.c.status != "skipped")
+                .where(firings.c.created_at >= since)
+            ).scalar_one()
+            left[automation.name] = max(0, automation.budget.firings - int(used))
+        return left
+
+    def pause(self, automation: str, reason: str) -> None:
+        """Pause `automation` with the cycle (a budget spent); one paused already stays so."""
+        statement = dialect_insert(self.connection)(paused).on_conflict_do_nothing()
+        self.connection.execute(
+            statement, {"automation": automation, "paused_at": utcnow(), "reason": reason}
+        )
+        self._paused = None
 
     def paused(self) -> frozenset[str]:
         """The automations paused now (`ml-automations pause`), read once a cycle."""

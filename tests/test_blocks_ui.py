@@ -104,6 +104,7 @@ CASES: dict[str, dict[str, Any]] = {
         "event": {"type": "RUN_STATE", "states": ["failed", "finished"]},
         "filters": {"user": "alice", "run_name": "^sweep-"},
         "cooldown": "90s",
+        "budget": {"firings": 20, "per": "1h"},
         "action": {"type": "notification", "block": "slack-webhook/team-alerts"},
     },
     "run metric, disabled, from a named source, plain webhook": {

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from prefect_ml_automations.automations import Automation
 from prefect_ml_automations.cli import main
 from prefect_ml_automations.config import load_config
 from prefect_ml_automations.decisions import Skip
-from prefect_ml_automations.evaluator import Evaluator
+from prefect_ml_automations.evaluator import Evaluator, engine
 from prefect_ml_automations.evaluator.engine import PAUSED
 from prefect_ml_automations.store import StateStore
 
@@ -119,3 +120,91 @@ def test_an_automation_paused_then_removed_from_the_config_can_still_be_resumed(
     assert "failed: since" in capsys.readouterr().out  # and says it is not in the config
     assert main(["resume", str(config_file), "failed"]) == 0
     assert "Resumed failed" in capsys.readouterr().out
+
+
+# Budgets: at most N firings per period, then held back and paused ------------------------------
+
+BUDGET = {"firings": 2, "per": "1h"}
+
+
+def budgeted(**event: object) -> Automation:
+    return Automation.model_validate(
+        {
+            "name": "b",
+            "scope": {"project": "p"},
+            "event": event,
+            "cooldown": "1d",
+            "budget": BUDGET,
+            "action": {"type": "no_op"},
+        }
+    )
+
+
+@pytest.mark.parametrize("slice_events", [None, 2], ids=["one-slice", "slices-of-2"])
+def test_a_budget_hit_mid_batch_holds_back_the_rest_and_pauses(
+    monkeypatch: pytest.MonkeyPatch, slice_events: int | None
+) -> None:
+    if slice_events is not None:
+        monkeypatch.setattr(engine, "CHUNK_EVENTS", slice_events)
+    a = budgeted(type="RUN_METRIC", metric="acc", window=1, operator=">", threshold=0.5)
+    stream = [metric(f"r{i}", 0, 0.9, i) for i in range(5)]
+    evaluation = Evaluator([a]).evaluate(events(*stream))
+    assert [f.run_id for f in evaluation.firings] == ["r0", "r1"]  # the first two, by arrival
+    reason = f"over its budget of 2 firings per 1h: {PAUSED}"
+    assert {(s.subject, s.reason, s.count) for s in evaluation.skips} == {
+        (f"run 'r{i}'", reason, 1) for i in (2, 3, 4)
+    }
+    assert evaluation.exhausted == ["b"]
+
+
+def test_a_match_over_budget_starts_no_cooldown() -> None:
+    a = budgeted(type="RUN_STATE", states=["failed"])
+    evaluator = Evaluator([a])
+    evaluator.evaluate(events(*[state(f"r{i}", "failed", i) for i in range(3)]))
+    # Budget renewed (an hour later, say): r2, held back before, fires; its cooldown was unspent.
+    again = Evaluator([a], evaluator.state, budgets={"b": 2})
+    later = again.evaluate(events(state("r2", "running", 10), state("r2", "failed", 11)))
+    assert [f.run_id for f in later.firings] == ["r2"]
+
+
+def test_budget_settings_are_checked() -> None:
+    for budget, message in [
+        ({"firings": 0, "per": "1h"}, "greater than 0"),
+        ({"firings": 2, "per": "0"}, "a period such as '1h'"),
+        ({"firings": 2}, "per"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Automation.model_validate(
+                {
+                    "name": "b",
+                    "scope": {"project": "p"},
+                    "event": {"type": "RUN_STATE", "states": ["failed"]},
+                    "budget": budget,
+                    "action": {"type": "no_op"},
+                }
+            )
+
+
+def test_a_sensor_pauses_an_automation_over_its_budget_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_file = tmp_path / "automations.yaml"
+    config_file.write_text(
+        CONFIG.format(tmp=tmp_path).replace(
+            "event: {type: RUN_STATE, states: [failed]}",
+            "event: {type: RUN_STATE, states: [failed]}\n    budget: {firings: 2, per: 1h}",
+        )
+    )
+    run_once(config_file, *[state(f"r{i}", "failed", i) for i in range(4)])
+    store = StateStore(load_config(config_file, env={}).store)
+    statuses = sorted(row.status for row in store.history() if row.automation == "failed")
+    assert statuses == ["finished", "finished", "skipped", "skipped"]  # one entry a run
+    skipped = [row for row in store.history() if row.status == "skipped"]
+    assert {row.subject for row in skipped} == {"run 'r2'", "run 'r3'"}
+    assert all("over its budget of 2 firings per 1h" in (row.error or "") for row in skipped)
+    assert list(store.paused()) == ["failed"]
+    run_once(config_file, state("r9", "failed", 9))  # paused now: held back
+    assert [r.subject for r in store.history() if r.status == "finished"] == [
+        "run 'r0'",
+        "run 'r1'",
+    ]

@@ -5,13 +5,34 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from prefect_ml_automations.automations._types import Duration, StrictModel, shown
 from prefect_ml_automations.automations.actions import AnyAction
 from prefect_ml_automations.automations.filters import RunFilters
 from prefect_ml_automations.automations.scopes import ProjectScope, RegistryScope, Scope
 from prefect_ml_automations.automations.triggers import EventTrigger, RunTrigger
+
+
+class Budget(StrictModel):
+    """At most `firings` firings within `per`, counted when they are recorded."""
+
+    firings: PositiveInt = Field(description="How many firings `per` allows (at least 1).")
+    per: Duration = Field(description="The period they are counted over: '1h', '1d', …")
+
+    @field_validator("per")
+    @classmethod
+    def _a_period(cls, value: timedelta) -> timedelta:
+        if not value:
+            raise ValueError("must be a period such as '1h' or '1d', not 0")
+        return value
+
+    def describe(self) -> str:
+        seconds = self.per.total_seconds()
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds % size == 0:
+                return f"{self.firings} firings per {seconds / size:g}{unit}"
+        return f"{self.firings} firings per {seconds:g}s"
 
 
 class Automation(StrictModel):
@@ -52,6 +73,12 @@ class Automation(StrictModel):
         default=timedelta(hours=24),
         description="A run fires at most once per cooldown of event time ('0' turns it off); "
         "a metric event with `rearm: true` uses its rearm instead.",
+    )
+    budget: Budget | None = Field(
+        default=None,
+        description="At most this many firings per period, e.g. {firings: 20, per: 1h}: past "
+        "it the rest are held back as skipped and the automation is paused until "
+        "`ml-automations resume` (a runaway guard).",
     )
     action: AnyAction = Field(description="What the automation does when it fires.")
 

@@ -340,6 +340,24 @@ def _form_schema() -> tuple[dict[str, JsonSchema], list[str]]:
             ),
         ],
     }
+    properties["budget"] = {
+        **_described(top, "budget"),
+        "title": "Budget",
+        "type": "object",
+        "properties": {
+            "firings": {
+                "title": "Firings",
+                "description": "How many firings the period allows (at least 1).",
+                "type": "integer",
+                "minimum": 1,
+            },
+            "per": {
+                "title": "Per",
+                "description": "The period they are counted over: '1h', '1d', '30m', or seconds.",
+                "type": "string",
+            },
+        },
+    }
     return properties, list(top["required"])
 
 
@@ -420,6 +438,7 @@ class AutomationBlock(Block):
     event: _Part | None = Field(default=None, description=_about("event"))
     filters: _Part | None = Field(default=None, description=_about("filters"))
     cooldown: str | None = Field(default=None, description=_about("cooldown"))
+    budget: _Part | None = Field(default=None, description=_about("budget"))
     action: _ActionPart | None = Field(default=None, description=_about("action"))
 
     @field_serializer("description")
@@ -466,6 +485,14 @@ class AutomationBlock(Block):
                 else None
             ),
             cooldown=_duration_text(automation.cooldown),
+            budget=(
+                _Part(
+                    firings=automation.budget.firings,
+                    per=_duration_text(automation.budget.per),
+                )
+                if automation.budget is not None
+                else None
+            ),
             action=_ActionPart(
                 **{_ACTION_MARKERS[action.type]: action.type}, **_form_fields(action)
             ),
@@ -506,6 +533,8 @@ class AutomationBlock(Block):
             data["scope"] = _given(self.scope)
         if self.filters is not None:
             data["filters"] = _given(self.filters)
+        if self.budget is not None and (budget := _given(self.budget)):
+            data["budget"] = budget
         if self.event is not None:
             data["event"] = self._tagged("event", _given(self.event), set(_EVENT_MARKERS.values()))
         if self.action is not None:

@@ -11,7 +11,7 @@ segment layout of `series`; run states and artifact events, which are few, one b
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -63,6 +63,28 @@ class Evaluation:
 
     firings: list[Firing] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
+    #: Automations that went over their budget (in that order): a sensor pauses them.
+    exhausted: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Budgets:
+    """What is left of each budgeted automation's firings in one evaluation."""
+
+    left: dict[str, int]
+    reasons: dict[str, str]
+    exhausted: list[str] = field(default_factory=list)
+
+    def spend(self, automation: str, wanted: int) -> int:
+        """How many of `wanted` firings (in arrival order) the budget allows."""
+        left = self.left.get(automation)
+        if left is None:
+            return wanted
+        allowed = min(left, wanted)
+        self.left[automation] = left - allowed
+        if allowed < wanted and automation not in self.exhausted:
+            self.exhausted.append(automation)
+        return allowed
 
 
 @dataclass
@@ -113,12 +135,25 @@ class Evaluator:
         state: EvaluatorState | None = None,
         *,
         paused: frozenset[str] = frozenset(),
+        budgets: Mapping[str, int] | None = None,
     ) -> None:
         self.automations = [a for a in automations if a.enabled]
         self.state = state or EvaluatorState()
         #: Automations judged as usual (their windows and streaks advance) that fire nothing:
         #: their matches are held back as skipped.
         self.paused = paused
+        #: Firings each budgeted automation may still make (`budgets`, from the firings a
+        #: sensor recorded lately; else its whole budget, as for a dry run).
+        self._budget_left = {
+            a.name: a.budget.firings if budgets is None else budgets.get(a.name, a.budget.firings)
+            for a in self.automations
+            if a.budget is not None
+        }
+        self._budget_reasons = {
+            a.name: f"over its budget of {a.budget.describe()}: {PAUSED}"
+            for a in self.automations
+            if a.budget is not None
+        }
         self._rank = {a.name: i for i, a in enumerate(self.automations)}
         self._metric: dict[tuple[str, str], list[Automation]] = defaultdict(list)
         self._run_state: list[Automation] = []
@@ -177,6 +212,7 @@ class Evaluator:
         since_ns = NO_TIME if since is None else to_ns(since)
         out = Evaluation()
         held = _HeldBack()
+        self.budgets = _Budgets(dict(self._budget_left), self._budget_reasons)
         # A huge batch is judged in slices: the result is the same (firings do not depend on
         # batching), and memory stays bounded and warm.
         for chunk in batch.chunks(CHUNK_EVENTS):
@@ -185,13 +221,14 @@ class Evaluator:
                 metric_pass = _MetricPass(
                     self.state, run, project, metric, automations, since_ns, explain, held
                 )
-                metric_pass.paused = self.paused
+                metric_pass.paused, metric_pass.budgets = self.paused, self.budgets
                 metric_pass.evaluate(out)
             self._run_states(run, since_ns, explain, out)
             self._artifact_events(chunk, since_ns, explain, out)
             run.remember()
         out.firings.sort(key=lambda f: (f.arrival, self._rank[f.automation]))
         out.skips = merged_skips(held.skips(self.state) + out.skips)
+        out.exhausted = self.budgets.exhausted
         return out
 
     # -- run states -----------------------------------------------------------------------------
@@ -237,6 +274,10 @@ class Evaluator:
                     cooldown = _ns(automation)
                     if last[code] != NO_TIME and ts < last[code] + cooldown:
                         reason = f"held back by the cooldown ({_cooldown_text(automation)})"
+                        out.skips.append(Skip(automation.name, subject, reason, held_back=True))
+                        continue
+                    elif not self.budgets.spend(automation.name, 1):
+                        reason = self.budgets.reasons[automation.name]
                         out.skips.append(Skip(automation.name, subject, reason, held_back=True))
                         continue
                     else:
@@ -290,6 +331,9 @@ class Evaluator:
                     reason = "before --since"
                 if reason is None and automation.name in self.paused:
                     out.skips.append(Skip(automation.name, subject, PAUSED, held_back=True))
+                elif reason is None and not self.budgets.spend(automation.name, 1):
+                    reason = self.budgets.reasons[automation.name]
+                    out.skips.append(Skip(automation.name, subject, reason, held_back=True))
                 elif reason is None:
                     out.firings.append(
                         Firing(
@@ -424,6 +468,7 @@ class _MetricPass:
         self.automations, self.since_ns, self.explain = automations, since_ns, explain
         self.held = held if held is not None else _HeldBack()
         self.paused: frozenset[str] = frozenset()
+        self.budgets = _Budgets({}, {})
         self.triggers: list[MetricTrigger] = [a.event for a in automations]  # type: ignore[misc]
 
     def evaluate(self, out: Evaluation) -> None:
@@ -471,6 +516,16 @@ class _MetricPass:
         self._zbatch: ZScoreBatch | None = None
         self._last_row: tuple[I64, I64] | None = None
         return True
+
+    def _over_budget(self, automation: Automation, candidate: I64, fired: Bool) -> Bool:
+        """The candidates from the first firing the automation's budget does not allow on (in
+        arrival order): they are held back, and the automation is paused."""
+        allowed = self.budgets.spend(automation.name, int(fired.sum()))
+        over = np.zeros(len(candidate), bool)
+        if allowed < fired.sum():
+            arrival = self.events.columns.arrival[self.rows[candidate]]
+            over = arrival >= np.sort(arrival[fired])[allowed]
+        return over
 
     def _newest_before(self) -> I64:
         """Per run code, the order (step) of the run's newest point before the batch."""
@@ -583,20 +638,27 @@ class _MetricPass:
             held_long = walk.streak >= trigger.for_points
         candidate = np.flatnonzero(held_long & timely & admitted)
         rearmed = walk is not None and trigger.rearm
+        runs, at = self.trigger_runs[candidate], ts[candidate]
+        last = self.state.last_fired_for(automation.name)
+        before = last[runs]  # (a firing the budget does not allow starts no cooldown)
         if automation.name in self.paused:
             fired = np.zeros(len(candidate), bool)
             rearmed = False  # (every match is reported, as held back)
-            self.held.add(automation.name, PAUSED, self.trigger_runs[candidate])
+            self.held.add(automation.name, PAUSED, runs)
         elif walk is not None and trigger.rearm:
             fired = walk.rearmed(candidate)  # (instead of the cooldown)
-            last = self.state.last_fired_for(automation.name)
-            last[self.trigger_runs[candidate[fired]]] = ts[candidate[fired]]  # (the latest wins)
         else:
-            last = self.state.last_fired_for(automation.name)
-            runs, at = self.trigger_runs[candidate], ts[candidate]
             fired = apply_cooldown(runs, at, last, _ns(automation))
+        over = self._over_budget(automation, candidate, fired)
+        if not rearmed and automation.name not in self.paused:
             reason = f"held back by the cooldown ({_cooldown_text(automation)})"
-            self.held.add(automation.name, reason, self.trigger_runs[candidate[~fired]])
+            self.held.add(automation.name, reason, runs[~fired & ~over])
+        if over.any():
+            fired &= ~over
+            rearmed = False  # (every match past the budget is reported, as held back)
+            self.held.add(automation.name, self.budgets.reasons[automation.name], runs[over])
+        last[runs] = before
+        last[runs[fired]] = at[fired]  # (per run, the latest wins: a run's points are in order)
         fired_idx = candidate[fired]
         out.firings += self._firings(automation, trigger, fired_idx, measured.value[fired_idx])
         if walk is not None:
