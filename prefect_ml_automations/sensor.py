@@ -810,20 +810,26 @@ def summary(report: CycleReport, *, delivered: bool = True) -> str:
 def _announce_pause(name: str, report: CycleReport) -> None:
     """Say that a cycle paused `name` (over its budget): a warning, and the Prefect event
     `ml.automation.paused` (for Prefect automations that page someone)."""
-    held = sum(skip.count for skip in report.held_back if skip.automation == name)
+    held = sum(
+        skip.count
+        for skip in report.held_back
+        if skip.automation == name and skip.reason.startswith("over its budget")
+    )
     logger.warning(
         "%s went over its budget and is paused (%d match(es) held back); "
         "`ml-automations resume` lets it fire again.",
         name,
         held,
     )
-    try:
-        from prefect.events import emit_event
+    from prefect.events import emit_event
 
+    # (Prefect's own emit_event logs, and returns None, when it can not send)
+    if (
         emit_event(
             event="ml.automation.paused",
             resource={"prefect.resource.id": f"ml-automations.automation.{name}"},
             payload={"automation": name, "reason": "budget", "held_back": held},
         )
-    except Exception as exc:  # (no Prefect API to tell: the warning above says it)
-        logger.debug("ml.automation.paused not emitted: %s", exc)
+        is None
+    ):
+        logger.warning("The event ml.automation.paused for %s could not be sent.", name)

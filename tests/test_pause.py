@@ -208,3 +208,46 @@ def test_a_sensor_pauses_an_automation_over_its_budget_and_says_so(
         "run 'r0'",
         "run 'r1'",
     ]
+
+
+@pytest.mark.parametrize("slice_events", [None, 2], ids=["one-slice", "slices-of-2"])
+def test_once_a_budget_is_spent_every_match_after_is_over_budget_however_sliced(
+    monkeypatch: pytest.MonkeyPatch, slice_events: int | None
+) -> None:
+    if slice_events is not None:
+        monkeypatch.setattr(engine, "CHUNK_EVENTS", slice_events)
+    a = budgeted(type="RUN_METRIC", metric="acc", window=1, operator=">", threshold=0.5)
+    a = a.model_copy(update={"budget": a.budget.model_copy(update={"firings": 1})})  # type: ignore[union-attr]
+    stream = [metric("r0", 0, 0.9, 0), metric("r1", 0, 0.9, 1), metric("r0", 1, 0.9, 2)]
+    evaluation = Evaluator([a]).evaluate(events(*stream))
+    assert [f.run_id for f in evaluation.firings] == ["r0"]
+    assert sorted((s.subject, s.reason[:15], s.count) for s in evaluation.skips) == [
+        ("run 'r0'", "over its budget", 1),  # (its cooldown held it too: the budget says first)
+        ("run 'r1'", "over its budget", 1),
+    ]
+
+
+def test_explain_keeps_the_rearm_reason_when_a_budget_is_hit() -> None:
+    a = Automation.model_validate(
+        {
+            "name": "b",
+            "scope": {"project": "p"},
+            "event": {
+                "type": "RUN_METRIC",
+                "metric": "acc",
+                "window": 1,
+                "operator": ">",
+                "threshold": 0.5,
+                "rearm": True,
+            },
+            "budget": {"firings": 1, "per": "1h"},
+            "action": {"type": "no_op"},
+        }
+    )
+    stream = [metric("r0", 0, 0.9, 0), metric("r0", 1, 0.9, 1), metric("r1", 0, 0.9, 2)]
+    evaluation = Evaluator([a]).evaluate(events(*stream), explain=True)
+    assert [f.run_id for f in evaluation.firings] == ["r0"]
+    assert sorted((s.subject, s.reason[:22]) for s in evaluation.skips) == [
+        ("run 'r0'", "already fired since th"),
+        ("run 'r1'", "over its budget of 1 f"),
+    ]

@@ -269,6 +269,10 @@ class Evaluator:
                 elif automation.name in self.paused:
                     out.skips.append(Skip(automation.name, subject, PAUSED, held_back=True))
                     continue
+                elif automation.name in self.budgets.exhausted:  # every match from then on
+                    reason = self.budgets.reasons[automation.name]
+                    out.skips.append(Skip(automation.name, subject, reason, held_back=True))
+                    continue
                 else:
                     last = self.state.last_fired_for(automation.name)
                     cooldown = _ns(automation)
@@ -520,6 +524,8 @@ class _MetricPass:
     def _over_budget(self, automation: Automation, candidate: I64, fired: Bool) -> Bool:
         """The candidates from the first firing the automation's budget does not allow on (in
         arrival order): they are held back, and the automation is paused."""
+        if automation.name in self.budgets.exhausted:  # spent earlier in this evaluation
+            return np.ones(len(candidate), bool)
         allowed = self.budgets.spend(automation.name, int(fired.sum()))
         over = np.zeros(len(candidate), bool)
         if allowed < fired.sum():
@@ -637,26 +643,30 @@ class _MetricPass:
             walk = StreakWalk.of(self.trigger_runs, measured.holds, before, spent_before)
             held_long = walk.streak >= trigger.for_points
         candidate = np.flatnonzero(held_long & timely & admitted)
-        rearmed = walk is not None and trigger.rearm
         runs, at = self.trigger_runs[candidate], ts[candidate]
         last = self.state.last_fired_for(automation.name)
         before = last[runs]  # (a firing the budget does not allow starts no cooldown)
+        #: The matches that did not fire and are in the history as held back (the others, with
+        #: rearm, wait for the condition to stop holding).
+        reported = np.zeros(len(candidate), bool)
         if automation.name in self.paused:
             fired = np.zeros(len(candidate), bool)
-            rearmed = False  # (every match is reported, as held back)
+            reported[:] = True
             self.held.add(automation.name, PAUSED, runs)
         elif walk is not None and trigger.rearm:
             fired = walk.rearmed(candidate)  # (instead of the cooldown)
         else:
             fired = apply_cooldown(runs, at, last, _ns(automation))
+            reported = ~fired
         over = self._over_budget(automation, candidate, fired)
-        if not rearmed and automation.name not in self.paused:
-            reason = f"held back by the cooldown ({_cooldown_text(automation)})"
-            self.held.add(automation.name, reason, runs[~fired & ~over])
         if over.any():
             fired &= ~over
-            rearmed = False  # (every match past the budget is reported, as held back)
+            reported = (reported & ~over) | over
             self.held.add(automation.name, self.budgets.reasons[automation.name], runs[over])
+        if automation.name not in self.paused and not trigger.rearm:
+            cooldown = reported & ~over
+            reason = f"held back by the cooldown ({_cooldown_text(automation)})"
+            self.held.add(automation.name, reason, runs[cooldown])
         last[runs] = before
         last[runs[fired]] = at[fired]  # (per run, the latest wins: a run's points are in order)
         fired_idx = candidate[fired]
@@ -675,7 +685,7 @@ class _MetricPass:
                 admitted,
                 candidate,
                 fired,
-                rearmed,
+                reported,
                 out,
             )
 
@@ -763,16 +773,14 @@ class _MetricPass:
         admitted: Bool,
         candidate: I64,
         fired: Bool,
-        rearmed: bool,
+        reported: Bool,
         out: Evaluation,
     ) -> None:
         full = self.segments.avail >= trigger.points_needed
-        not_fired = np.zeros(len(value), bool)
-        not_fired[candidate[~fired]] = True
-        if rearmed:
-            held_back, spent = np.zeros(len(value), bool), not_fired
-        else:
-            held_back, spent = not_fired, np.zeros(len(value), bool)  # reported by _judge
+        held_back = np.zeros(len(value), bool)  # reported by _judge, always
+        held_back[candidate[reported]] = True
+        spent = np.zeros(len(value), bool)  # (with rearm: waiting for the condition to stop)
+        spent[candidate[~fired & ~reported]] = True
         reasons: list[tuple[Bool, Callable[[int], str]]] = [
             (~timely, lambda run: "before --since"),
             (
