@@ -207,10 +207,16 @@ class Reference:
             baseline = [pts[max(pts)] for _, _, pts in others[: t.window]]
             if len(baseline) < t.min_baseline:
                 return None
-            sd = max(statistics.stdev(baseline), t.sigma_floor)
+            if t.method == "median_mad":
+                center = statistics.median(baseline)
+                mad = statistics.median([abs(b - center) for b in baseline])
+                sd = max(mad / 0.6745, t.sigma_floor)
+            else:
+                center = statistics.fmean(baseline)
+                sd = max(statistics.stdev(baseline), t.sigma_floor)
             if sd == 0:
                 return None
-            z = (history[-1] - statistics.fmean(baseline)) / sd
+            z = (history[-1] - center) / sd
             hit = {
                 "above": z >= t.threshold,
                 "below": z <= -t.threshold,

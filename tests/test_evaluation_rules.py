@@ -706,6 +706,32 @@ def test_with_a_sigma_floor_a_perfectly_flat_baseline_is_judged() -> None:
     assert firing.value == pytest.approx(4.0)
 
 
+def test_median_mad_is_not_moved_by_one_wild_run_in_the_baseline() -> None:
+    baseline = finished_runs([10.0, 10.5, 9.5, 10.0, 1000.0])  # one run logged a wild value
+    stream = [*baseline, scored(12.0)]
+
+    def of_x(automation: Automation) -> list:
+        return [f for f in fire([automation], stream) if f.run_id == "x"]
+
+    assert of_x(zscore(threshold=2.5, window=5)) == []  # the wild run swamps the std
+    [firing] = of_x(zscore(threshold=2.5, window=5, method="median_mad"))
+    # median 10, MAD 0.5: z = (12 - 10) / (0.5 / 0.6745)
+    assert firing.value == pytest.approx(2 / (0.5 / 0.6745))
+    assert sorted(firing.metric_values) == [9.5, 10.0, 10.0, 10.5, 1000.0]
+
+
+def test_median_mad_needs_a_spread_of_more_than_half_the_baseline_or_a_floor() -> None:
+    stream = [*finished_runs([10.0, 10.0, 10.0, 11.0]), scored(12.0)]
+    evaluation = Evaluator([zscore(threshold=1, window=4, method="median_mad")]).evaluate(
+        events(*stream), explain=True
+    )
+    assert evaluation.firings == []
+    assert any("MAD 0" in s.reason for s in evaluation.skips)
+    floored = zscore(threshold=1, window=4, method="median_mad", sigma_floor=1)
+    [firing] = [f for f in fire([floored], stream) if f.run_id == "x"]
+    assert firing.value == pytest.approx(2.0)  # (12 - 10) / the floor
+
+
 def test_min_baseline_waits_for_enough_runs_and_explain_says_so() -> None:
     a = zscore(threshold=3, min_baseline=4)
     few = [*finished_runs([8, 10, 12]), scored(100)]
@@ -721,6 +747,7 @@ def test_min_baseline_waits_for_enough_runs_and_explain_says_so() -> None:
         ({"min_baseline": 1}, "between 2 .* and the window"),
         ({"min_baseline": 31}, r"between 2 .* and the window \(30\), not 31"),
         ({"sigma_floor": -1}, "must be 0 .* or more"),
+        ({"method": "median"}, "mean_std.*median_mad"),
     ],
 )
 def test_robust_zscore_settings_are_checked(settings: dict, message: str) -> None:

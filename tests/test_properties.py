@@ -160,6 +160,30 @@ AUTOMATIONS = [
         cooldown=0,
     ),
     _automation(
+        "z-mad",
+        {
+            "type": "RUN_METRIC_ZSCORE",
+            "metric": "acc",
+            "window": 3,
+            "threshold": 1,
+            "method": "median_mad",
+        },
+        cooldown=0,
+    ),
+    _automation(
+        "z-mad-floor",
+        {
+            "type": "RUN_METRIC_ZSCORE",
+            "metric": "loss",
+            "window": 2,
+            "threshold": 1.5,
+            "method": "median_mad",
+            "sigma_floor": 0.25,
+            "direction": "below",
+        },
+        cooldown="10s",
+    ),
+    _automation(
         "z-rearm",
         {"type": "RUN_METRIC_ZSCORE", "metric": "acc", "window": 2, "threshold": 1, "rearm": True},
     ),

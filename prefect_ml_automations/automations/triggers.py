@@ -269,10 +269,13 @@ class MetricWindows(Protocol):
     def aggregate(self, aggregation: str, size: int, lag: int = 0) -> FloatArray:
         """`aggregation` over the `size` values that end `lag` values before the point."""
 
-    def zscores(self, window: int, min_baseline: int = 2, sigma_floor: float = 0.0) -> FloatArray:
+    def zscores(
+        self, window: int, min_baseline: int = 2, sigma_floor: float = 0.0, robust: bool = False
+    ) -> FloatArray:
         """The point's value as a z-score against the latest values of `window` other runs
         (NaN with fewer than `min_baseline` of them; the standard deviation is at least
-        `sigma_floor`)."""
+        `sigma_floor`; `robust`: median and MAD / 0.6745 instead of mean and standard
+        deviation)."""
 
     def values_at(self, points: IntArray, size: int) -> list[list[float]]:
         """The `size` values of the series ending at each trigger point of `points`, oldest
@@ -501,6 +504,11 @@ class RunMetricZScore(MetricTrigger):
         default="either",
         description="Which side fires: above the mean, below it, or either.",
     )
+    method: Literal["mean_std", "median_mad"] = Field(
+        default="mean_std",
+        description="mean_std: (value − mean) / standard deviation; median_mad: (value − "
+        "median) / (MAD / 0.6745), which one wild run in the baseline does not move.",
+    )
     min_baseline: int = Field(
         default=2,
         description="How many other runs the baseline needs before a z-score is judged (at "
@@ -551,13 +559,16 @@ class RunMetricZScore(MetricTrigger):
         return 1
 
     def measure(self, windows: MetricWindows) -> Measurement:
-        z = windows.zscores(self.window, self.min_baseline, float(self.sigma_floor))
+        robust = self.method == "median_mad"
+        z = windows.zscores(self.window, self.min_baseline, float(self.sigma_floor), robust)
         return Measurement(z, _beyond(z, self.threshold, self.direction))
 
     def undefined_reason(self) -> str:
         few = f"the baseline has fewer than {self.min_baseline} other runs with this metric"
         if self.sigma_floor:
             return few
+        if self.method == "median_mad":
+            return few + ", or half of them or more have the same value (MAD 0)"
         return few + ", or they all have the same value (standard deviation 0)"
 
     def metric_values(self, windows: MetricWindows, points: IntArray) -> list[list[float]]:
@@ -565,7 +576,8 @@ class RunMetricZScore(MetricTrigger):
 
     def condition(self) -> str:
         side = {"above": "z", "below": "-z", "either": "|z|"}[self.direction]
-        return f"{side}({self.metric}, last {self.window} runs) ≥ {self.threshold:g}"
+        robust = ", median/MAD" if self.method == "median_mad" else ""
+        return f"{side}({self.metric}, last {self.window} runs{robust}) ≥ {self.threshold:g}"
 
 
 EventTrigger = Annotated[

@@ -516,7 +516,7 @@ class _MetricPass:
         )
         self.rows = selected[self.segments.points]  # the trigger points' rows in the batch
         self.trigger_runs = self.events.row_run[self.rows]
-        self._z: dict[tuple[int, int, float], F64] = {}
+        self._z: dict[tuple[int, int, float, bool], F64] = {}
         self._zbatch: ZScoreBatch | None = None
         self._last_row: tuple[I64, I64] | None = None
         return True
@@ -554,12 +554,17 @@ class _MetricPass:
     def aggregate(self, aggregation: str, size: int, lag: int = 0) -> F64:
         return self.segments.window(aggregation, size, lag)
 
-    def zscores(self, window: int, min_baseline: int = 2, sigma_floor: float = 0.0) -> F64:
-        key = (window, min_baseline, sigma_floor)
+    def zscores(
+        self, window: int, min_baseline: int = 2, sigma_floor: float = 0.0, robust: bool = False
+    ) -> F64:
+        key = (window, min_baseline, sigma_floor, robust)
         if key not in self._z:
             zbatch = self._z_batch()
             members, rank = self._members(window), self.state.runs.rank
-            z = zbatch.zscores(window, members, rank, min_baseline, sigma_floor)
+            if robust:
+                z = zbatch.robust_zscores(window, members, rank, min_baseline, sigma_floor)
+            else:
+                z = zbatch.zscores(window, members, rank, min_baseline, sigma_floor)
             self._z[key] = z[self._position]  # back from arrival order to trigger order
         return self._z[key]
 

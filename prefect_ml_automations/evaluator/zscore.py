@@ -16,6 +16,7 @@ and the z-score of every trigger point is a handful of array operations. Only th
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,6 +32,8 @@ F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
 
 _NEVER = np.iinfo(np.int64).max
+#: How many baseline values `robust_zscores` gathers at a time (memory stays bounded).
+_GATHERED_AT_ONCE = 1 << 20
 #: Below this fraction of the mean square (around the shift), a baseline's variance is rounding
 #: noise of the running sums: the baseline counts as having no spread.
 _RELATIVE_VARIANCE_FLOOR = 1e-9
@@ -206,6 +209,82 @@ class ZScoreBatch:
                 defined = (n >= min_baseline) & spread
             z: F64 = np.where(defined, (v - mean) / sd, np.nan)
         return z
+
+    def robust_zscores(
+        self,
+        window: int,
+        members: dict[int, list[int]],
+        rank: RankKey,
+        min_baseline: int = 2,
+        sigma_floor: float = 0.0,
+    ) -> F64:
+        """z = (value − median) / max(MAD / 0.6745, `sigma_floor`) of every point against the
+        baseline `zscores` reads (NaN where undefined).
+
+        A median needs the baseline's values, not running sums: they are gathered for a block
+        of points at a time, per stretch of points over which the `window + 1` most recent
+        runs stay the same (they change only where a run logs its first value). The baseline
+        is those runs without the point's own run, else without the least recent of them.
+        """
+        n = len(self.run)
+        z = np.full(n, np.nan)
+        if not n:
+            return z
+        inside = self.membership(members[window + 1], window + 1, rank)
+        _, entry, leave = inside._intervals
+        changes = np.union1d(entry[entry >= 0], leave[leave != _NEVER])
+        starts = np.union1d([0], np.searchsorted(self.arrival, changes))
+        for start, end in zip(starts.tolist(), [*starts[1:].tolist(), n], strict=True):
+            if start >= end:
+                continue
+            runs = sorted(inside.at(int(self.arrival[start])), key=rank, reverse=True)
+            if not runs:
+                continue
+            block = max(1, _GATHERED_AT_ONCE // len(runs))
+            for lo in range(start, end, block):
+                points = np.arange(lo, min(end, lo + block))
+                z[points] = self._robust_block(
+                    points, np.array(runs, np.int64), window, min_baseline, sigma_floor
+                )
+        return z
+
+    def _robust_block(
+        self, points: I64, runs: I64, window: int, min_baseline: int, sigma_floor: float
+    ) -> F64:
+        """`robust_zscores` at `points`, whose `window + 1` most recent runs are `runs`
+        (most recent first)."""
+        values = self._latest_matrix(runs, self.arrival[points])
+        own = runs[None, :] == self.run[points][:, None]
+        scored_in = own.any(axis=1)
+        left_out = own.copy()
+        if len(runs) == window + 1:  # else the baseline is every one of them
+            left_out[~scored_in, -1] = True  # (the least recent)
+        values[left_out] = np.nan
+        count = np.count_nonzero(~np.isnan(values), axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # (a row with no values: NaN)
+            median = np.nanmedian(values, axis=1)
+            mad = np.nanmedian(np.abs(values - median[:, None]), axis=1)
+        sd = np.maximum(mad / 0.6745, sigma_floor)
+        defined = (count >= min_baseline) & (sd > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z: F64 = np.where(defined, (self.value[points] - median) / sd, np.nan)
+        return z
+
+    def _latest_matrix(self, runs: I64, arrivals: I64) -> F64:
+        """Each run's latest value strictly before each arrival: (len(arrivals), len(runs))."""
+        span = int(self.arrival[-1]) + 2
+        if self._by_run is None:
+            order = stable_argsort(self.run)  # arrivals are sorted already
+            self._by_run = (order, self.run[order] * span + self.arrival[order])
+        order, keys = self._by_run
+        at = np.searchsorted(keys, runs[None, :] * span + arrivals[:, None]) - 1
+        found = at >= 0
+        found[found] = self.run[order[at[found]]] == np.broadcast_to(runs, at.shape)[found]
+        before = np.array([self.latest_before.get(int(r), np.nan) for r in runs])
+        values = np.broadcast_to(before, at.shape).copy()
+        values[found] = self.value[order[at[found]]]
+        return values
 
     def baselines(
         self, points: list[int], window: int, members: dict[int, list[int]], rank: RankKey

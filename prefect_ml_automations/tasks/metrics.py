@@ -355,8 +355,10 @@ class _Once:
             self.computed[key] = self.windows.aggregate(aggregation, size, lag)
         return self.computed[key]
 
-    def zscores(self, window: int, min_baseline: int = 2, sigma_floor: float = 0.0) -> F64:
-        return self.windows.zscores(window, min_baseline, sigma_floor)
+    def zscores(
+        self, window: int, min_baseline: int = 2, sigma_floor: float = 0.0, robust: bool = False
+    ) -> F64:
+        return self.windows.zscores(window, min_baseline, sigma_floor, robust)
 
     def values_at(self, points: I64, size: int) -> list[list[float]]:
         return self.windows.values_at(points, size)
