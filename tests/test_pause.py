@@ -127,25 +127,28 @@ def test_an_automation_paused_then_removed_from_the_config_can_still_be_resumed(
 BUDGET = {"firings": 2, "per": "1h"}
 
 
-def budgeted(**event: object) -> Automation:
+def budgeted(firings: int = 2, **event: object) -> Automation:
     return Automation.model_validate(
         {
             "name": "b",
             "scope": {"project": "p"},
             "event": event,
             "cooldown": "1d",
-            "budget": BUDGET,
+            "budget": {**BUDGET, "firings": firings},
             "action": {"type": "no_op"},
         }
     )
 
 
-@pytest.mark.parametrize("slice_events", [None, 2], ids=["one-slice", "slices-of-2"])
-def test_a_budget_hit_mid_batch_holds_back_the_rest_and_pauses(
-    monkeypatch: pytest.MonkeyPatch, slice_events: int | None
-) -> None:
-    if slice_events is not None:
-        monkeypatch.setattr(engine, "CHUNK_EVENTS", slice_events)
+@pytest.fixture(params=[None, 2], ids=["one-slice", "slices-of-2"])
+def sliced(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big batches are judged in slices: here, in one, or in slices of 2 events."""
+    if request.param is not None:
+        monkeypatch.setattr(engine, "CHUNK_EVENTS", request.param)
+
+
+@pytest.mark.usefixtures("sliced")
+def test_a_budget_hit_mid_batch_holds_back_the_rest_and_pauses() -> None:
     a = budgeted(type="RUN_METRIC", metric="acc", window=1, operator=">", threshold=0.5)
     stream = [metric(f"r{i}", 0, 0.9, i) for i in range(5)]
     evaluation = Evaluator([a]).evaluate(events(*stream))
@@ -210,14 +213,9 @@ def test_a_sensor_pauses_an_automation_over_its_budget_and_says_so(
     ]
 
 
-@pytest.mark.parametrize("slice_events", [None, 2], ids=["one-slice", "slices-of-2"])
-def test_once_a_budget_is_spent_every_match_after_is_over_budget_however_sliced(
-    monkeypatch: pytest.MonkeyPatch, slice_events: int | None
-) -> None:
-    if slice_events is not None:
-        monkeypatch.setattr(engine, "CHUNK_EVENTS", slice_events)
-    a = budgeted(type="RUN_METRIC", metric="acc", window=1, operator=">", threshold=0.5)
-    a = a.model_copy(update={"budget": a.budget.model_copy(update={"firings": 1})})  # type: ignore[union-attr]
+@pytest.mark.usefixtures("sliced")
+def test_once_a_budget_is_spent_every_match_after_is_over_budget_however_sliced() -> None:
+    a = budgeted(1, type="RUN_METRIC", metric="acc", window=1, operator=">", threshold=0.5)
     stream = [metric("r0", 0, 0.9, 0), metric("r1", 0, 0.9, 1), metric("r0", 1, 0.9, 2)]
     evaluation = Evaluator([a]).evaluate(events(*stream))
     assert [f.run_id for f in evaluation.firings] == ["r0"]
@@ -228,22 +226,8 @@ def test_once_a_budget_is_spent_every_match_after_is_over_budget_however_sliced(
 
 
 def test_explain_keeps_the_rearm_reason_when_a_budget_is_hit() -> None:
-    a = Automation.model_validate(
-        {
-            "name": "b",
-            "scope": {"project": "p"},
-            "event": {
-                "type": "RUN_METRIC",
-                "metric": "acc",
-                "window": 1,
-                "operator": ">",
-                "threshold": 0.5,
-                "rearm": True,
-            },
-            "budget": {"firings": 1, "per": "1h"},
-            "action": {"type": "no_op"},
-        }
-    )
+    event = {"type": "RUN_METRIC", "metric": "acc", "window": 1, "operator": ">", "threshold": 0.5}
+    a = budgeted(1, **event, rearm=True)
     stream = [metric("r0", 0, 0.9, 0), metric("r0", 1, 0.9, 1), metric("r1", 0, 0.9, 2)]
     evaluation = Evaluator([a]).evaluate(events(*stream), explain=True)
     assert [f.run_id for f in evaluation.firings] == ["r0"]
