@@ -420,9 +420,9 @@ class Sensor:
         left = cycle.budget_left(automations, utcnow())
         evaluator = Evaluator(automations, state, paused=cycle.paused(), budgets=left)
         evaluation = evaluator.evaluate(EventBatch.from_events(events))
+        budgets = {a.name: a.budget for a in automations if a.budget is not None}
         for name in evaluation.exhausted:
-            [budget] = [a.budget for a in automations if a.name == name]
-            cycle.pause(name, f"over its budget of {budget.describe() if budget else '?'}")
+            cycle.pause(name, f"over its budget of {budgets[name].describe()}")
         held_back = [s for s in evaluation.skips if s.held_back]
         return cycle.record(evaluation.firings, held_back), held_back, evaluation.exhausted
 

@@ -322,10 +322,7 @@ class StateStore:
             ).scalar()
             if before is not None:
                 return _aware(before)
-            statement = dialect_insert(connection)(paused).on_conflict_do_nothing()
-            connection.execute(
-                statement, {"automation": automation, "paused_at": utcnow(), "reason": reason}
-            )
+            write_pause(connection, automation, reason)
         return None
 
     def resume(self, automation: str) -> bool:
@@ -735,10 +732,7 @@ class Cycle:
 
     def pause(self, automation: str, reason: str) -> None:
         """Pause `automation` with the cycle (a budget spent); one paused already stays so."""
-        statement = dialect_insert(self.connection)(paused).on_conflict_do_nothing()
-        self.connection.execute(
-            statement, {"automation": automation, "paused_at": utcnow(), "reason": reason}
-        )
+        write_pause(self.connection, automation, reason)
         self._paused = None
 
     def paused(self) -> frozenset[str]:
@@ -992,6 +986,14 @@ def store_problem(exc: BaseException) -> str:
     if "unable to open" in lowered or "no such file" in lowered:
         return f"the file can not be opened ({first}); check that its folder exists"
     return f"{exc.__class__.__name__}: {first}; check the URL and that the database is reachable"
+
+
+def write_pause(connection: Connection, automation: str, reason: str) -> None:
+    """Pause `automation` now (one paused already keeps its time and reason)."""
+    statement = dialect_insert(connection)(paused).on_conflict_do_nothing()
+    connection.execute(
+        statement, {"automation": automation, "paused_at": utcnow(), "reason": reason}
+    )
 
 
 def read_paused(connection: Connection) -> dict[str, tuple[datetime, str]]:

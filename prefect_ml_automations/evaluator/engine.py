@@ -219,9 +219,17 @@ class Evaluator:
             run = _Batch(self.state, chunk)
             for (project, metric), automations in self._metric.items():
                 metric_pass = _MetricPass(
-                    self.state, run, project, metric, automations, since_ns, explain, held
+                    self.state,
+                    run,
+                    project,
+                    metric,
+                    automations,
+                    since_ns,
+                    explain,
+                    held=held,
+                    paused=self.paused,
+                    budgets=self.budgets,
                 )
-                metric_pass.paused, metric_pass.budgets = self.paused, self.budgets
                 metric_pass.evaluate(out)
             self._run_states(run, since_ns, explain, out)
             self._artifact_events(chunk, since_ns, explain, out)
@@ -466,13 +474,16 @@ class _MetricPass:
         automations: list[Automation],
         since_ns: int,
         explain: bool,
+        *,
         held: _HeldBack | None = None,
+        paused: frozenset[str] = frozenset(),
+        budgets: _Budgets | None = None,
     ) -> None:
         self.state, self.events, self.project, self.metric = state, run, project, metric
         self.automations, self.since_ns, self.explain = automations, since_ns, explain
         self.held = held if held is not None else _HeldBack()
-        self.paused: frozenset[str] = frozenset()
-        self.budgets = _Budgets({}, {})
+        self.paused = paused
+        self.budgets = budgets if budgets is not None else _Budgets({}, {})
         self.triggers: list[MetricTrigger] = [a.event for a in automations]  # type: ignore[misc]
 
     def evaluate(self, out: Evaluation) -> None:
@@ -644,13 +655,14 @@ class _MetricPass:
             # logged while the automation did not count (it had no for_points then).
             n = len(self.state.runs)
             carried = counted_to[:n] == self._newest_before()
-            before, spent_before = np.where(carried, streak[:n], 0), spent[:n] & carried
-            walk = StreakWalk.of(self.trigger_runs, measured.holds, before, spent_before)
+            streak_before, spent_before = np.where(carried, streak[:n], 0), spent[:n] & carried
+            walk = StreakWalk.of(self.trigger_runs, measured.holds, streak_before, spent_before)
             held_long = walk.streak >= trigger.for_points
         candidate = np.flatnonzero(held_long & timely & admitted)
         runs, at = self.trigger_runs[candidate], ts[candidate]
         last = self.state.last_fired_for(automation.name)
-        before = last[runs]  # (a firing the budget does not allow starts no cooldown)
+        budgeted = automation.name in self.budgets.left
+        last_before = last[runs] if budgeted else None  # (one the budget cuts starts no cooldown)
         #: The matches that did not fire and are in the history as held back (the others, with
         #: rearm, wait for the condition to stop holding).
         reported = np.zeros(len(candidate), bool)
@@ -661,19 +673,21 @@ class _MetricPass:
         elif walk is not None and trigger.rearm:
             fired = walk.rearmed(candidate)  # (instead of the cooldown)
         else:
-            fired = apply_cooldown(runs, at, last, _ns(automation))
+            fired = apply_cooldown(runs, at, last, _ns(automation))  # (it sets `last`)
             reported = ~fired
-        over = self._over_budget(automation, candidate, fired)
-        if over.any():
+        over = np.zeros(len(candidate), bool)
+        if last_before is not None:  # (budgeted)
+            over = self._over_budget(automation, candidate, fired)
             fired &= ~over
             reported = (reported & ~over) | over
             self.held.add(automation.name, self.budgets.reasons[automation.name], runs[over])
+            last[runs] = last_before
         if automation.name not in self.paused and not trigger.rearm:
             cooldown = reported & ~over
             reason = f"held back by the cooldown ({_cooldown_text(automation)})"
             self.held.add(automation.name, reason, runs[cooldown])
-        last[runs] = before
-        last[runs[fired]] = at[fired]  # (per run, the latest wins: a run's points are in order)
+        if budgeted or trigger.rearm:  # (the cooldown's own walk has set the rest)
+            last[runs[fired]] = at[fired]  # (per run, the latest wins: a run's points in order)
         fired_idx = candidate[fired]
         out.firings += self._firings(automation, trigger, fired_idx, measured.value[fired_idx])
         if walk is not None:

@@ -115,16 +115,21 @@ class ZScoreBatch:
             self._memberships[k] = Membership.walk(members, self.entering, k, rank)
         return self._memberships[k]
 
-    def latest_as_of(self, runs: list[int], arrivals: list[int]) -> F64:
-        """Each run's latest value strictly before the matching arrival."""
-        if not runs:
-            return np.zeros(0)
-        # Points sorted by (run, arrival) as one int64 key, searched for each (run, arrival).
+    def _sorted_by_run(self) -> tuple[I64, I64, int]:
+        """The points sorted by (run, arrival), as one int64 key run · span + arrival each
+        (searched for a run's latest point before an arrival): the order, the keys, the span."""
         span = int(self.arrival[-1]) + 2
         if self._by_run is None:
             order = stable_argsort(self.run)  # arrivals are sorted already
             self._by_run = (order, self.run[order] * span + self.arrival[order])
         order, keys = self._by_run
+        return order, keys, span
+
+    def latest_as_of(self, runs: list[int], arrivals: list[int]) -> F64:
+        """Each run's latest value strictly before the matching arrival."""
+        if not runs:
+            return np.zeros(0)
+        order, keys, span = self._sorted_by_run()
         run_a = np.asarray(runs, np.int64)
         at = np.searchsorted(keys, run_a * span + np.asarray(arrivals, np.int64)) - 1
         found = at >= 0
@@ -273,11 +278,7 @@ class ZScoreBatch:
 
     def _latest_matrix(self, runs: I64, arrivals: I64) -> F64:
         """Each run's latest value strictly before each arrival: (len(arrivals), len(runs))."""
-        span = int(self.arrival[-1]) + 2
-        if self._by_run is None:
-            order = stable_argsort(self.run)  # arrivals are sorted already
-            self._by_run = (order, self.run[order] * span + self.arrival[order])
-        order, keys = self._by_run
+        order, keys, span = self._sorted_by_run()
         at = np.searchsorted(keys, runs[None, :] * span + arrivals[:, None]) - 1
         found = at >= 0
         found[found] = self.run[order[at[found]]] == np.broadcast_to(runs, at.shape)[found]
