@@ -22,6 +22,7 @@ from cyclopts.exceptions import CycloptsError
 from rich.console import Console
 
 from prefect_ml_automations.errors import BadInputError, MLAutomationsError
+from prefect_ml_automations.events import EARLIEST, LATEST
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -87,6 +88,13 @@ def evaluate(
             )
         ),
     ] = False,
+    now: Annotated[
+        str | None,
+        Parameter(
+            help="The clock stalled runs are judged by (RUN_STALLED), as an ISO 8601 time; "
+            "default: the time of the file's latest event."
+        ),
+    ] = None,
 ) -> None:
     """Dry run: print the firings the events would cause, as JSON lines; start nothing."""
     from prefect_ml_automations.config import load_config
@@ -94,9 +102,15 @@ def evaluate(
 
     config = load_config(file)
     since_time = _parse_time(since, "--since") if since is not None else None
+    now_time = _parse_time(now, "--now") if now is not None else None
     with _progress(f"Reading {events}") as progress:
         evaluation = dry_run(
-            config, events, since=since_time, explain=explain or explain_json, progress=progress
+            config,
+            events,
+            since=since_time,
+            explain=explain or explain_json,
+            progress=progress,
+            now=now_time,
         )
     out = sys.stdout
     for firing in evaluation.firings:
@@ -759,7 +773,13 @@ def _parse_time(text: str, option: str) -> datetime:
         raise BadInputError(
             f"{option} {text!r} is not an ISO 8601 time; write it like 2026-01-01T09:00:00Z."
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    if not EARLIEST <= moment < LATEST:
+        raise BadInputError(
+            f"{option} {text!r} is outside the times this tool takes ({EARLIEST:%Y-%m-%d} to "
+            f"{LATEST:%Y-%m-%d}); give a time within them."
+        )
+    return moment
 
 
 @contextmanager

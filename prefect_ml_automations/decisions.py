@@ -50,6 +50,8 @@ class Firing(BaseModel):
     step: int | None = None
     value: float | None = None
     metric_values: list[float] | None = None
+    #: A stalled run's last sign of life (`RUN_STALLED`).
+    quiet_since: datetime | None = None
     status: FiringStatus = "pending"
     #: Not part of the record, but of what templates can use.
     user: str | None = Field(default=None, exclude=True)
@@ -58,9 +60,9 @@ class Firing(BaseModel):
     #: Where the triggering event stood in its batch (orders a batch's firings).
     arrival: int = Field(default=0, exclude=True)
 
-    @field_serializer("timestamp")
-    def _iso(self, value: datetime) -> str:
-        return value.astimezone(UTC).isoformat()
+    @field_serializer("timestamp", "quiet_since")
+    def _iso(self, value: datetime | None) -> str | None:
+        return None if value is None else value.astimezone(UTC).isoformat()
 
     def to_json(self) -> str:
         """The SPEC §4 record, as one JSON line."""

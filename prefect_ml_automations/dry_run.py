@@ -24,14 +24,17 @@ def dry_run(
     since: datetime | None = None,
     explain: bool = False,
     progress: Callable[[int], None] | None = None,
+    now: datetime | None = None,
 ) -> Evaluation:
     """Evaluate the events of a JSON-lines file (in file order) against every enabled automation.
 
-    Raises `EventError` (naming file, line and field) before evaluating anything if a line is
-    malformed. `progress` is called with the number of events read so far, now and then.
+    Stalled runs are judged by the clock at `now`, by default the time of the file's latest
+    event. Raises `EventError` (naming file, line and field) before evaluating anything if a line
+    is malformed. `progress` is called with the number of events read so far, now and then.
     """
     batch = read_batch(events, progress=progress)
-    return Evaluator(config.automations).evaluate(batch, since=since, explain=explain)
+    clock = now if now is not None else batch.latest
+    return Evaluator(config.automations).evaluate(batch, since=since, explain=explain, now=clock)
 
 
 def decision_records(evaluation: Evaluation) -> list[dict[str, Any]]:

@@ -146,6 +146,13 @@ class RunStateEvent(_RunEvent):
     ]
 
 
+class RunHeartbeatEvent(_RunEvent):
+    """A sign that a run is alive at `timestamp`, without a metric point: W&B's `heartbeatAt`, or
+    a training loop's own ping. It only keeps a run from counting as stalled (`RUN_STALLED`)."""
+
+    type: Literal["RUN_HEARTBEAT"]
+
+
 class _ArtifactEvent(_Event):
     registry: OptionalName = None
     project: OptionalName = None
@@ -240,13 +247,15 @@ ArtifactEvent = (
     | AddArtifactTagEvent
     | RemoveArtifactTagEvent
 )
-Event = Annotated[MetricEvent | RunStateEvent | ArtifactEvent, Field(discriminator="type")]
+RunEvent = MetricEvent | RunStateEvent | RunHeartbeatEvent
+"""An event about a run."""
+Event = Annotated[RunEvent | ArtifactEvent, Field(discriminator="type")]
 """Any normalized event, chosen by its `type`."""
 
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 _EVENT_TYPES = (
-    "METRIC, RUN_STATE, LINK_ARTIFACT, UNLINK_ARTIFACT, CREATE_ARTIFACT, ADD_ARTIFACT_ALIAS, "
-    "ADD_ARTIFACT_TAG, REMOVE_ARTIFACT_TAG"
+    "METRIC, RUN_STATE, RUN_HEARTBEAT, LINK_ARTIFACT, UNLINK_ARTIFACT, CREATE_ARTIFACT, "
+    "ADD_ARTIFACT_ALIAS, ADD_ARTIFACT_TAG, REMOVE_ARTIFACT_TAG"
 )
 
 

@@ -237,6 +237,17 @@ class Sensor:
         #: Polls still running, by source (a tracker that hangs is not asked again meanwhile).
         self._polling: dict[str, asyncio.Future[Polled]] = {}
 
+    def reconfigure(self, config: AutomationsConfig) -> bool:
+        """Go on with `config`'s automations and sources from the next cycle on (the store
+        stays: its evaluator state is the automations' memory, and each source's cursor is in
+        it); False if nothing changed."""
+        if config == self.config:
+            return False
+        self.config = config
+        self.automations = {a.name: a for a in config.automations}
+        self.sources = sources_of(config)  # (what they watch follows the automations)
+        return True
+
     # -- 1. poll -----------------------------------------------------------------------------
 
     def read_cursors(self) -> dict[str, dict[str, Any] | None]:
@@ -329,15 +340,18 @@ class Sensor:
                 intake.put(one.poll.filling, origin=FILLING)
                 intake.put(one.poll.events, origin="poll")
             intake.release_sources([one.source for one in polled], now)
+        quiet_before = Evaluator(self.config.automations).reads([], now=now).quiet_before
         with self.store.cycle(self.name) as cycle:
-            taken = cycle.take_inbox(limit, workers=intake.workers, known=intake.put_events)
+            taken = cycle.take_inbox(
+                limit, workers=intake.workers, known=intake.put_events, quiet_before=quiet_before
+            )
             filling = [e for e in taken if cycle.origins[id(e)][0] == FILLING]
             events = [e for e in taken if cycle.origins[id(e)][0] != FILLING]
             report.quarantined = cycle.quarantined
-            if not events and not filling:
+            if not events and not filling and not cycle.partitions:
                 return report
             report.events = len(events) + len(filling)
-            state = self._judge(cycle, filling, events, report)
+            state = self._judge(cycle, filling, events, report, now)
             report.quarantined = cycle.quarantined
             cycle.save(state)
         for name in report.paused:
@@ -350,16 +364,19 @@ class Sensor:
         filling: list[Event],
         events: list[Event],
         report: CycleReport,
+        now: datetime,
     ) -> EvaluatorState:
         """Evaluate and record, all at once; if that fails on something an event carries, find
         the events that make it fail (halving, each part in its own savepoint and from the state
         before it) and quarantine them, so that they never hold back the events behind them."""
-        keys = Evaluator(self.config.automations).reads([*filling, *events])
+        keys = Evaluator(self.config.automations).reads([*filling, *events], now=now)
         state = cycle.state(keys)
         try:
             with cycle.attempt():
-                self._evaluate(cycle, state, filling, fills=True)
-                fired, held_back, paused = self._evaluate(cycle, state, events, fills=False)
+                self._evaluate(cycle, state, filling, fills=True, now=now)
+                fired, held_back, paused = self._evaluate(
+                    cycle, state, events, fills=False, now=now
+                )
         except Exception as exc:
             if is_outage(exc):
                 raise
@@ -376,7 +393,9 @@ class Sensor:
             snapshot = state.to_bytes()
             try:
                 with cycle.attempt():
-                    fired, held_back, paused = self._evaluate(cycle, state, part, fills=fills)
+                    fired, held_back, paused = self._evaluate(
+                        cycle, state, part, fills=fills, now=now
+                    )
             except Exception as exc:
                 if is_outage(exc):
                     raise
@@ -405,21 +424,28 @@ class Sensor:
         return state
 
     def _evaluate(
-        self, cycle: Cycle, state: EvaluatorState, events: list[Event], *, fills: bool
+        self,
+        cycle: Cycle,
+        state: EvaluatorState,
+        events: list[Event],
+        *,
+        fills: bool,
+        now: datetime,
     ) -> tuple[list[Firing], list[Skip], list[str]]:
-        """Evaluate events against `state` and record the firings; `fills`: what a tracker held
-        before we watched it, which fills windows and fires nothing. Also the automations it
-        paused, over their budget."""
-        if not events:
+        """Evaluate events against `state`, with the clock at `now`, and record the firings;
+        `fills`: what a tracker held before we watched it, which fills windows and fires nothing
+        (a run that stalled before is judged then: no surprise backfill). Also the automations
+        it paused, over their budget."""
+        if not events and (fills or not cycle.partitions):
             return [], [], []
         automations = self.config.automations
         if fills:
             batch = EventBatch.from_events(events)
-            Evaluator(automations, state).evaluate(batch, since=_FAR_FUTURE)
+            Evaluator(automations, state).evaluate(batch, since=_FAR_FUTURE, now=now)
             return [], [], []
         left = cycle.budget_left(automations, utcnow())
         evaluator = Evaluator(automations, state, paused=cycle.paused(), budgets=left)
-        evaluation = evaluator.evaluate(EventBatch.from_events(events))
+        evaluation = evaluator.evaluate(EventBatch.from_events(events), now=now)
         budgets = {a.name: a.budget for a in automations if a.budget is not None}
         for name in evaluation.exhausted:
             cycle.pause(name, f"over its budget of {budgets[name].describe()}")

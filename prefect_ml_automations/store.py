@@ -744,7 +744,7 @@ class Cycle:
     def state(self, keys: StateKeys) -> EvaluatorState:
         """The part of the evaluator state that evaluating a batch with `keys` reads (from
         `Evaluator.reads`); `save` writes back what changed of it."""
-        self._loaded = stored_state.load(self.connection, self.name, keys)
+        self._loaded = stored_state.load(self.connection, self.name, keys, self.partitions)
         return state_from_rows(self._loaded)
 
     def take_inbox(
@@ -753,17 +753,23 @@ class Cycle:
         *,
         workers: int = 1,
         known: Mapping[int, tuple[str, Event]] | None = None,
+        quiet_before: int | None = None,
     ) -> list[Event]:
         """The oldest inbox events of this cycle's share of the partitions (at most `limit`;
         see `partitions`), removed from the inbox with this cycle. `workers`: how many sensors
         share the store now; `known`: events already at hand, with their bodies, by inbox id (not
-        parsed again).
+        parsed again); `quiet_before`: the partitions with runs quiet since then (ns), which may
+        have stalled, are waiting too, even without events.
 
         A stored event that no longer reads as one (stored by an older version that let it in)
         goes to the quarantine with the reason, instead of failing every cycle."""
         waiting = self._waiting()
         if any(name == "" for name, _ in waiting) and self._sort_unplaced():
             waiting = self._waiting()
+        if quiet_before is not None:
+            # (after those with events, oldest first; a run's partition is its project)
+            quiet = stored_state.quiet_projects(self.connection, self.name, quiet_before)
+            waiting += [(name, 0) for name in sorted(quiet - {n for n, _ in waiting})]
         if not waiting:
             return []
         self.partitions = partitions.lock(

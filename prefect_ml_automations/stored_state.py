@@ -40,6 +40,9 @@ state_runs = sa.Table(
     sa.Column("user", sa.Text()),
     sa.Column("state", sa.String(32)),
     sa.Column("fired", sa.Text(), nullable=False),
+    sa.Column("active", sa.BigInteger()),
+    sa.Column("quiet", sa.BigInteger()),
+    sa.Index("ix_ml_state_runs_quiet", "sensor", "quiet"),
 )
 state_series = sa.Table(
     "ml_state_series",
@@ -77,8 +80,11 @@ ANALYZE_AFTER = 10_000
 CHUNK = 500
 
 
-def load(connection: Connection, sensor: str, keys: StateKeys) -> StateRows:
-    """The rows of `sensor`'s state that evaluating a batch with these `keys` reads.
+def load(
+    connection: Connection, sensor: str, keys: StateKeys, projects: Sequence[str] = ()
+) -> StateRows:
+    """The rows of `sensor`'s state that evaluating a batch with these `keys` reads; with
+    `keys.quiet_before`, also the runs of `projects` quiet since then (they may have stalled).
 
     A z-score member list no cycle kept yet (an automation with a new window) is found here, once,
     from the runs that have logged the metric: the k most recently created (ties by run id).
@@ -98,6 +104,8 @@ def load(connection: Connection, sensor: str, keys: StateKeys) -> StateRows:
                 capacity=found.capacity, shift=found.shift, members=found.members
             )
     runs: set[RunKey] = set(keys.runs)
+    if keys.quiet_before is not None:
+        runs.update(quiet_runs(connection, sensor, keys.quiet_before, projects))
     for key, windows in keys.metrics.items():
         if not windows:
             continue
@@ -134,6 +142,8 @@ def load(connection: Connection, sensor: str, keys: StateKeys) -> StateRows:
                     user=row.user,
                     state=row.state,
                     fired=row.fired,
+                    active=row.active,
+                    quiet=row.quiet,
                 )
     by_project: dict[str, list[str]] = defaultdict(list)
     for project, run_id in rows.runs:
@@ -174,6 +184,8 @@ def save(connection: Connection, sensor: str, rows: StateRows) -> None:
                 "user": row.user,
                 "state": row.state,
                 "fired": row.fired,
+                "active": row.active,
+                "quiet": row.quiet,
             }
             for (project, run_id), row in rows.runs.items()
         ),
@@ -223,6 +235,29 @@ def save(connection: Connection, sensor: str, rows: StateRows) -> None:
         # primary key (42 ms instead of 3 at 100k runs) until autovacuum comes round.
         for table in metadata.sorted_tables:
             connection.exec_driver_sql(f"ANALYZE {table.name}")
+
+
+def quiet_projects(connection: Connection, sensor: str, before: int) -> set[str]:
+    """The projects with runs quiet since `before` (ns) or earlier that a stall may still fire
+    for (through the index on (sensor, quiet))."""
+    statement = sa.select(state_runs.c.project).distinct()
+    quiet = statement.where(state_runs.c.sensor == sensor, state_runs.c.quiet <= before)
+    return set(connection.execute(quiet).scalars())
+
+
+def quiet_runs(
+    connection: Connection, sensor: str, before: int, projects: Sequence[str]
+) -> list[RunKey]:
+    """The runs of `projects` quiet since `before` (ns) or earlier that a stall may still fire
+    for."""
+    statement = sa.select(state_runs.c.project, state_runs.c.run_id).where(
+        state_runs.c.sensor == sensor, state_runs.c.quiet <= before
+    )
+    found: list[RunKey] = []
+    for chunk in _chunks(sorted(set(projects))):
+        within = statement.where(one_of(connection, state_runs.c.project, chunk))
+        found += [(p, r) for p, r in connection.execute(within)]
+    return found
 
 
 def _most_recent_logged(

@@ -29,6 +29,9 @@ expressed here at all is written commented out, so the YAML always loads.
 >>> print(imported.yaml())
 # 1 of 1 W&B automation imported by `ml-automations import-wandb`; the comments say what did not
 #   carry over.
+# Beyond W&B (no W&B setting carries over to these, so none is set): RUN_STALLED (a running run
+#   quiet for a while); for_points and rearm on metric events; min_baseline, sigma_floor and
+#   method: median_mad on z-scores; a budget on any automation.
 automations:
 <BLANKLINE>
   - name: failures
@@ -1085,6 +1088,7 @@ class Imported:
             "`ml-automations import-wandb`; the comments say what did not carry over.",
             "",
         )
+        lines += _comment(BEYOND_WANDB, "")
         lines += [line for note in self.notes for line in _comment(note, "")]
         # A list of only comments would load as null: say "none" when all are commented out.
         lines.append("automations:" if kept else "automations: []")
@@ -1103,6 +1107,14 @@ class Imported:
             prefix = "  " if automation.imported else "  # "
             lines += [prefix + line for line in text.splitlines()]
         return "\n".join(lines) + "\n"
+
+
+#: What automations here can do that W&B's can not, so no import sets it (said once, on top).
+BEYOND_WANDB = (
+    "Beyond W&B (no W&B setting carries over to these, so none is set): RUN_STALLED (a running "
+    "run quiet for a while); for_points and rearm on metric events; min_baseline, sigma_floor "
+    "and method: median_mad on z-scores; a budget on any automation."
+)
 
 
 def _comment(note: str, indent: str) -> list[str]:

@@ -20,6 +20,7 @@ from prefect_ml_automations.automations import (
     RunMetric,
     RunMetricChange,
     RunMetricZScore,
+    RunStalled,
     RunState,
 )
 
@@ -40,6 +41,8 @@ class RefRun:
     name: str | None = None
     user: str | None = None
     state: str | None = None
+    #: The last sign of life (the newest time of any of its events).
+    active: float | None = None
     # metric -> {order: value}
     points: dict[str, dict[float, float]] = field(default_factory=dict)
 
@@ -68,16 +71,49 @@ class Reference:
         self.streak: dict[tuple[str, tuple[str, str]], int] = {}
         self.spent: dict[tuple[str, tuple[str, str]], bool] = {}
         self.seen: set[tuple[Any, ...]] = set()
+        #: Per (stall automation, run): the sign of life whose stall was judged.
+        self.judged: dict[tuple[str, tuple[str, str]], float] = {}
+        self.rank = {a.name: i for i, a in enumerate(self.automations)}
 
-    def feed(self, events: list[dict[str, Any]], since: float | None = None) -> list[RefFiring]:
+    def feed(
+        self,
+        events: list[dict[str, Any]],
+        since: float | None = None,
+        now: float | None = None,
+    ) -> list[RefFiring]:
         out: list[RefFiring] = []
         for e in events:
             kind = e["type"]
-            if kind in ("METRIC", "RUN_STATE"):
-                self._run_event(e, since, out)
+            if kind in ("METRIC", "RUN_STATE", "RUN_HEARTBEAT"):
+                mine: list[RefFiring] = []
+                self._run_event(e, since, mine)
+                out += sorted(mine, key=lambda f: self.rank[f.automation])
             else:
                 self._artifact(e, since, out)
+        if now is not None:
+            for a in self.automations:
+                if isinstance(a.event, RunStalled):
+                    after = a.event.after.total_seconds()
+                    for key, run in sorted(self.runs.items(), key=lambda kv: (kv[1].active, kv[0])):
+                        if run.active is not None and run.active + after <= now:
+                            self._stall(a, key, run, since, out)
         return out
+
+    def _stall(self, a: Automation, key: tuple[str, str], run: RefRun, since, out) -> None:  # type: ignore[no-untyped-def]
+        """A stall of `run` after its last sign of life, if it is running and not judged."""
+        if a.scope.project != key[0] or run.state != "running" or run.active is None:
+            return
+        if run.active <= self.judged.get((a.name, key), -math.inf):
+            return
+        self.judged[(a.name, key)] = run.active
+        at = run.active + a.event.after.total_seconds()  # type: ignore[union-attr]
+        if (
+            (since is None or at >= since)
+            and self._admitted(a, run)
+            and self._cooldown_ok(a, key, at)
+        ):
+            self.last_fired[(a.name, key)] = at
+            out.append(RefFiring(a.name, key[1], ("stall", run.active), None))
 
     def _run_event(self, e: dict[str, Any], since: float | None, out: list[RefFiring]) -> None:
         key = (e["project"], e["run_id"])
@@ -90,10 +126,15 @@ class Reference:
             run.name = e["run_name"]
         if e.get("user") is not None:
             run.user = e["user"]
+        for a in self.automations:  # a sign of life `after` or more after the last one
+            stalled = isinstance(a.event, RunStalled) and run.active is not None
+            if stalled and ts - run.active >= a.event.after.total_seconds():  # type: ignore[union-attr,operator]
+                self._stall(a, key, run, since, out)
         if e["type"] == "RUN_STATE":
             self._state(key, run, e, ts, since, out)
-        else:
+        elif e["type"] == "METRIC":
             self._metric(key, run, e, ts, since, out)
+        run.active = ts if run.active is None else max(run.active, ts)
 
     def _admitted(self, a: Automation, run: RefRun) -> bool:
         f = a.filters

@@ -107,6 +107,12 @@ CASES: dict[str, dict[str, Any]] = {
         "budget": {"firings": 20, "per": "1h"},
         "action": {"type": "notification", "block": "slack-webhook/team-alerts"},
     },
+    "stalled run with a filter, notify": {
+        "scope": PROJECT,
+        "event": {"type": "RUN_STALLED", "after": "45m"},
+        "filters": {"run_name": "^train-"},
+        "action": {"type": "notification", "block": "slack-webhook/team-alerts", "severity": "error"},
+    },
     "run metric, disabled, from a named source, plain webhook": {
         "description": "Page when the loss is low enough.",
         "enabled": False,

@@ -251,7 +251,7 @@ BAD = [
         {"event": {"type": "LINK_MODEL"}},
         "automation 'a' (automations[0]): event: type 'LINK_MODEL' is not known; use one of 'LINK_ARTIFACT', "
         "'UNLINK_ARTIFACT', 'CREATE_ARTIFACT', 'ADD_ARTIFACT_ALIAS', 'ADD_ARTIFACT_TAG', 'REMOVE_ARTIFACT_TAG', "
-        "'RUN_STATE', 'RUN_METRIC', 'RUN_METRIC_CHANGE', 'RUN_METRIC_ZSCORE'; W&B's LINK_MODEL is 'LINK_ARTIFACT' here.",
+        "'RUN_STATE', 'RUN_STALLED', 'RUN_METRIC', 'RUN_METRIC_CHANGE', 'RUN_METRIC_ZSCORE'; W&B's LINK_MODEL is 'LINK_ARTIFACT' here.",
         id="unknown-event",
     ),
     pytest.param(

@@ -114,13 +114,13 @@ BAD_LINES = [
     ),
     (
         '{"type": "METRICS", "project": "p"}',
-        "field 'type': 'METRICS' is not an event type; use one of METRIC, RUN_STATE, LINK_ARTIFACT, UNLINK_ARTIFACT, "
-        "CREATE_ARTIFACT, ADD_ARTIFACT_ALIAS, ADD_ARTIFACT_TAG, REMOVE_ARTIFACT_TAG",
+        "field 'type': 'METRICS' is not an event type; use one of METRIC, RUN_STATE, RUN_HEARTBEAT, LINK_ARTIFACT, "
+        "UNLINK_ARTIFACT, CREATE_ARTIFACT, ADD_ARTIFACT_ALIAS, ADD_ARTIFACT_TAG, REMOVE_ARTIFACT_TAG",
     ),
     (
         '{"project": "p"}',
-        "field 'type' is required (one of METRIC, RUN_STATE, LINK_ARTIFACT, UNLINK_ARTIFACT, CREATE_ARTIFACT, "
-        "ADD_ARTIFACT_ALIAS, ADD_ARTIFACT_TAG, REMOVE_ARTIFACT_TAG)",
+        "field 'type' is required (one of METRIC, RUN_STATE, RUN_HEARTBEAT, LINK_ARTIFACT, UNLINK_ARTIFACT, "
+        "CREATE_ARTIFACT, ADD_ARTIFACT_ALIAS, ADD_ARTIFACT_TAG, REMOVE_ARTIFACT_TAG)",
     ),
     ("not json", "not valid JSON (expected ident at line 1 column 2)"),
     (

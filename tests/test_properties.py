@@ -12,6 +12,7 @@ not about the last bit of a float.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -188,6 +189,13 @@ AUTOMATIONS = [
         {"type": "RUN_METRIC_ZSCORE", "metric": "acc", "window": 2, "threshold": 1, "rearm": True},
     ),
     _automation("state", {"type": "RUN_STATE", "states": ["failed", "finished"]}, cooldown="60s"),
+    _automation("stalled", {"type": "RUN_STALLED", "after": "20s"}, cooldown=0),
+    _automation(
+        "stalled-alice",
+        {"type": "RUN_STALLED", "after": "45s"},
+        cooldown="60s",
+        filters={"user": "alice"},
+    ),
     _automation(
         "other-project",
         {"type": "RUN_METRIC", "metric": "acc", "window": 1, "operator": ">", "threshold": 0},
@@ -219,7 +227,9 @@ def run_event(draw: st.DrawFn, t: int) -> dict[str, Any]:
     }
     if draw(st.booleans()):
         base["run_created_at"] = at(-100 * (RUNS.index(run) % 3))
-    kind = draw(st.sampled_from(["acc", "acc", "loss", "loss", "system.gpu", "state"]))
+    kind = draw(st.sampled_from(["acc", "acc", "loss", "loss", "system.gpu", "state", "beat"]))
+    if kind == "beat":
+        return {**base, "type": "RUN_HEARTBEAT"}
     if kind == "state":
         return {
             **base,
@@ -271,25 +281,47 @@ def ids(firings: list[Any]) -> list[str]:
 STORE = StateStore("sqlite://")
 
 
-def in_chunks(stream: list[dict[str, Any]], cuts: list[int], *, persist: str) -> list[Any]:
+def in_chunks(
+    stream: list[dict[str, Any]],
+    cuts: list[int],
+    *,
+    persist: str,
+    now: datetime | None = None,
+) -> list[Any]:
     """Evaluate the stream chunk by chunk, the state kept in memory, saved and read back as one
-    blob, or saved in a store as rows and read back as just the rows each chunk touches."""
+    blob, or saved in a store as rows and read back as just the rows each chunk touches (and,
+    with the clock, the runs quiet long enough to have stalled, as a sensor's cycle finds them).
+    The clock `now` is told with the last chunk."""
     state = EvaluatorState()
     firings: list[Any] = []
     bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
     sensor = uuid.uuid4().hex
     for lo, hi in pairwise(bounds):
         chunk = events(*stream[lo:hi])
+        clock = now if hi == len(stream) else None
         if persist == "store":
             with STORE.cycle(sensor) as cycle:
-                state = cycle.state(Evaluator(AUTOMATIONS).reads(chunk))
-                firings += Evaluator(AUTOMATIONS, state).evaluate(chunk).firings
+                keys = Evaluator(AUTOMATIONS).reads(chunk, now=clock)
+                cycle.take_inbox(quiet_before=keys.quiet_before)  # (the partitions to judge)
+                state = cycle.state(keys)
+                firings += Evaluator(AUTOMATIONS, state).evaluate(chunk, now=clock).firings
                 cycle.save(state)
             continue
         if persist == "bytes":
             state = EvaluatorState.from_bytes(state.to_bytes())
-        firings += Evaluator(AUTOMATIONS, state).evaluate(chunk).firings
+        firings += Evaluator(AUTOMATIONS, state).evaluate(chunk, now=clock).firings
     return firings
+
+
+#: The clock at the end of a stream: none, or some seconds after its last event.
+clocks = st.one_of(st.none(), st.integers(0, 90))
+
+
+def clock_after(stream: list[dict[str, Any]], seconds: int | None) -> datetime | None:
+    if seconds is None:
+        return None
+    latest = max((e["timestamp"] for e in stream), default=at(0))
+    return datetime.fromisoformat(latest.replace("Z", "+00:00")) + timedelta(seconds=seconds)
 
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -300,29 +332,38 @@ PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
     streams(),
     st.lists(st.integers(0, 100), max_size=8),
     st.sampled_from(["memory", "bytes", "store"]),
+    clocks,
 )
 def test_any_chunking_gives_the_same_firings(
-    stream: list[dict[str, Any]], cuts: list[int], persist: str
+    stream: list[dict[str, Any]], cuts: list[int], persist: str, seconds: int | None
 ) -> None:
-    whole = Evaluator(AUTOMATIONS).evaluate(events(*stream)).firings
-    assert ids(in_chunks(stream, cuts, persist=persist)) == ids(whole)
+    now = clock_after(stream, seconds)
+    whole = Evaluator(AUTOMATIONS).evaluate(events(*stream), now=now).firings
+    assert ids(in_chunks(stream, cuts, persist=persist, now=now)) == ids(whole)
 
 
 @PROPERTY
-@given(streams())
-def test_one_event_at_a_time_gives_the_same_firings(stream: list[dict[str, Any]]) -> None:
-    whole = Evaluator(AUTOMATIONS).evaluate(events(*stream)).firings
-    assert ids(in_chunks(stream, list(range(len(stream))), persist="memory")) == ids(whole)
+@given(streams(), clocks)
+def test_one_event_at_a_time_gives_the_same_firings(
+    stream: list[dict[str, Any]], seconds: int | None
+) -> None:
+    now = clock_after(stream, seconds)
+    whole = Evaluator(AUTOMATIONS).evaluate(events(*stream), now=now).firings
+    one_by_one = in_chunks(stream, list(range(len(stream))), persist="memory", now=now)
+    assert ids(one_by_one) == ids(whole)
 
 
 @PROPERTY
-@given(streams())
+@given(streams(), clocks)
 def test_one_event_at_a_time_through_the_store_gives_the_same_firings(
-    stream: list[dict[str, Any]],
+    stream: list[dict[str, Any]], seconds: int | None
 ) -> None:
-    """Each event a cycle of its own, which loads only the rows that event touches."""
-    whole = Evaluator(AUTOMATIONS).evaluate(events(*stream)).firings
-    assert ids(in_chunks(stream, list(range(len(stream))), persist="store")) == ids(whole)
+    """Each event a cycle of its own, which loads only the rows that event touches (and, with
+    the clock, the runs that may have stalled)."""
+    now = clock_after(stream, seconds)
+    whole = Evaluator(AUTOMATIONS).evaluate(events(*stream), now=now).firings
+    one_by_one = in_chunks(stream, list(range(len(stream))), persist="store", now=now)
+    assert ids(one_by_one) == ids(whole)
 
 
 @PROPERTY
@@ -341,10 +382,13 @@ def test_redelivering_an_event_changes_nothing(
 
 
 @PROPERTY
-@given(streams())
-def test_the_evaluator_agrees_with_the_naive_reference(stream: list[dict[str, Any]]) -> None:
-    firings = Evaluator(AUTOMATIONS).evaluate(events(*stream)).firings
-    expected = Reference(AUTOMATIONS).feed(stream)
+@given(streams(), clocks)
+def test_the_evaluator_agrees_with_the_naive_reference(
+    stream: list[dict[str, Any]], seconds: int | None
+) -> None:
+    now = clock_after(stream, seconds)
+    firings = Evaluator(AUTOMATIONS).evaluate(events(*stream), now=now).firings
+    expected = Reference(AUTOMATIONS).feed(stream, now=None if now is None else now.timestamp())
     assert [(f.automation, f.run_id) for f in firings] == [
         (r.automation, r.run_id) for r in expected
     ]

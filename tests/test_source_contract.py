@@ -150,6 +150,8 @@ def normalized(events: list[Any]) -> list[tuple[Any, ...]]:
             out.append(("METRIC", e.run_name, e.metric, e.step, e.value))
         elif e.type == "RUN_STATE":
             out.append(("RUN_STATE", e.run_name, e.state))
+        elif e.type == "RUN_HEARTBEAT":
+            continue  # (W&B's own sign of life: MLflow keeps no heartbeat)
         else:
             out.append((e.type, e.registry, e.version, e.alias or e.tag))
     return sorted(out, key=repr)

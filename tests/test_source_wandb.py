@@ -49,6 +49,8 @@ def summary(events: list[Any]) -> list[tuple[Any, ...]]:
             out.append(("METRIC", e.run_id, e.metric, e.step, e.value))
         elif e.type == "RUN_STATE":
             out.append(("RUN_STATE", e.run_id, e.state))
+        elif e.type == "RUN_HEARTBEAT":
+            out.append(("RUN_HEARTBEAT", e.run_id))
         else:
             out.append((e.type, e.registry or e.project, e.collection, e.version, e.alias or e.tag))
     return out
@@ -106,6 +108,7 @@ def test_runs_history_states_and_registry_story(fake: FakeWandb) -> None:
             ("METRIC", "r1", "acc", 1, 0.7),
             ("METRIC", "r1", "system.gpu.0.gpu", None, 97),
             ("RUN_STATE", "r1", "running"),
+            ("RUN_HEARTBEAT", "r1"),  # (a running run's heartbeatAt: a sign of life)
             ("RUN_STATE", "r2", "failed"),
             ("LINK_ARTIFACT", "models", "churn", 1, None),
             ("ADD_ARTIFACT_ALIAS", "models", "churn", 1, "production"),
@@ -346,7 +349,11 @@ def test_a_cursor_from_an_older_version_starts_watching_now(
     with caplog.at_level(logging.WARNING, logger="prefect_ml_automations"):
         poll = source(registries=set()).poll(older, now())
     assert poll.events == []  # nothing backfilled
-    assert summary(poll.filling) == [("METRIC", "r1", "acc", 0, 1), ("RUN_STATE", "r1", "running")]
+    assert summary(poll.filling) == [
+        ("METRIC", "r1", "acc", 0, 1),
+        ("RUN_STATE", "r1", "running"),
+        ("RUN_HEARTBEAT", "r1"),
+    ]
     assert "starts watching from now" in caplog.text
     assert poll.cursor["version"] == 2
 
@@ -362,6 +369,7 @@ def test_a_project_added_later_starts_watching_from_then_on(fake: FakeWandb) -> 
     assert summary(widened.filling) == [
         ("METRIC", "a1", "acc", 0, 1),
         ("RUN_STATE", "a1", "running"),
+        ("RUN_HEARTBEAT", "a1"),
     ]
 
 
@@ -533,6 +541,6 @@ def test_run_once_on_the_command_line_reads_a_wandb_shaped_server(
         ("linked", "models/churn:v120", "finished"),
     ]
     # Every event W&B holds, read without a source error: 3 points and 1 system point of r1, its
-    # state, the link and the alias.
+    # state and heartbeat, the link and the alias.
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert json.loads(last) == {"events": 7, "fired": 4, "finished": 4, "failed": 0}
+    assert json.loads(last) == {"events": 8, "fired": 4, "finished": 4, "failed": 0}

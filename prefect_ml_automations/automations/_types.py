@@ -197,9 +197,20 @@ def _duration(value: Any) -> Any:
     return timedelta(seconds=seconds)
 
 
+def duration_text(duration: timedelta) -> str:
+    """A duration the way users write it: '90s', '30m', '24h', '2d' ('0' when none)."""
+    seconds = duration.total_seconds()
+    if not seconds:
+        return "0"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 Duration = Annotated[
     timedelta,
     BeforeValidator(_duration),
-    PlainSerializer(lambda d: f"{d.total_seconds():g}s", return_type=str),
+    PlainSerializer(duration_text, return_type=str),
 ]
 """A duration from 0 to 365 days: '90s', '30m', '24h', '2d', or a number of seconds."""

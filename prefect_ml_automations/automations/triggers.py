@@ -15,15 +15,18 @@ import operator as _op
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import BeforeValidator, Field, PositiveInt, field_validator, model_validator
 
 from prefect_ml_automations.automations._types import (
+    Duration,
     Number,
     Regex,
     StrictModel,
     compiled,
+    duration_text,
     shown,
 )
 
@@ -256,6 +259,38 @@ class RunState(RunTrigger):
 
     def describe(self) -> str:
         return "run enters " + " or ".join(self.states)
+
+
+class RunStalled(RunTrigger):
+    """A running run has shown no sign of life — no metric point, no heartbeat, no state — for
+    `after`: it fires once per stall, at the moment the quiet time reached `after`.
+
+    It is judged on the clock, not on a new point: when the run's next sign of life arrives
+    `after` or more after the last one, or when the evaluator is told that `now` has passed the
+    run's deadline. Only a run whose last state seen is `running` can stall.
+    """
+
+    type: Literal["RUN_STALLED"]
+    after: Duration = Field(
+        description="How long a running run may show no sign of life (no metric point, no "
+        "heartbeat) before it counts as stalled: '30m', '2h', …",
+    )
+
+    @field_validator("after")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError(
+                "must be a positive duration such as '30m' (a run is never quiet for no time)"
+            )
+        return value
+
+    @property
+    def after_ns(self) -> int:
+        return int(self.after.total_seconds() * 1_000_000) * 1000
+
+    def describe(self) -> str:
+        return f"running run quiet for {duration_text(self.after)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,6 +623,7 @@ EventTrigger = Annotated[
     | AddArtifactTag
     | RemoveArtifactTag
     | RunState
+    | RunStalled
     | RunMetric
     | RunMetricChange
     | RunMetricZScore,

@@ -39,7 +39,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable
-from datetime import timedelta
 from functools import cache
 from typing import Any, ClassVar, get_args
 
@@ -73,10 +72,12 @@ from prefect_ml_automations.automations import (
     RunMetric,
     RunMetricChange,
     RunMetricZScore,
+    RunStalled,
     RunState,
     UnlinkArtifact,
     Webhook,
 )
+from prefect_ml_automations.automations._types import duration_text
 from prefect_ml_automations.automations.actions import AnyAction
 from prefect_ml_automations.automations.triggers import EventTrigger
 from prefect_ml_automations.blocks._common import DOCS, LOGO
@@ -102,6 +103,12 @@ _EVENT_TABS: tuple[tuple[str, str, str, tuple[type[BaseModel], ...]], ...] = (
         (AddArtifactTag, RemoveArtifactTag),
     ),
     ("run_state_event", "Run state", "A run enters a state.", (RunState,)),
+    (
+        "stalled_event",
+        "Stalled run",
+        "A running run shows no sign of life (no metric point, no heartbeat) for a while.",
+        (RunStalled,),
+    ),
     (
         "metric_event",
         "Metric",
@@ -132,6 +139,11 @@ _SCOPE_TABS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("Registry", RegistryScope),
     ("Project", ProjectScope),
 )
+
+
+def _doc(model: type[BaseModel]) -> str:
+    """The first paragraph of a model's docstring, on one line."""
+    return " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
 
 
 def _union_members(annotated: Any) -> tuple[type[BaseModel], ...]:
@@ -167,22 +179,6 @@ _EVENT_MARKERS = {_kind(m): key for key, _, _, models in _event_tabs() for m in 
 _ACTION_MARKERS = {_kind(m): _kind(m) for _, m in _action_tabs()}
 
 
-def _doc(model: type[BaseModel]) -> str:
-    """The first paragraph of a model's docstring, on one line."""
-    return " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
-
-
-def _duration_text(duration: timedelta) -> str:
-    """A duration as the form shows it: '90s', '30m', '24h', '2d' ('0' when off)."""
-    seconds = duration.total_seconds()
-    if not seconds:
-        return "0"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
-
-
 # --------------------------------------------------------------------------------------------
 # The form's JSON schema, made from the Automation model's own (its descriptions, defaults,
 # bounds and choices), in the shape the form can round-trip.
@@ -203,6 +199,8 @@ def _form_property(prop: JsonSchema) -> JsonSchema:
         prop["anyOf"] = options
     if "default" in prop and prop["default"] is None:
         del prop["default"]
+    if prop.get("format") == "duration":  # ('30m', as users write it, not ISO 8601's PT30M)
+        del prop["format"]
     if prop.get("type") == "integer" and prop.get("exclusiveMinimum") == 0:
         del prop["exclusiveMinimum"]
         prop["minimum"] = 1
@@ -321,7 +319,7 @@ def _form_schema() -> tuple[dict[str, JsonSchema], list[str]]:
         "type": "object",
         "properties": filters,
     }
-    default_cooldown = _duration_text(Automation.model_fields["cooldown"].default)
+    default_cooldown = duration_text(Automation.model_fields["cooldown"].default)
     properties["cooldown"] = {
         **_described(top, "cooldown"),
         "description": (
@@ -484,11 +482,11 @@ class AutomationBlock(Block):
                 if automation.filters is not None
                 else None
             ),
-            cooldown=_duration_text(automation.cooldown),
+            cooldown=duration_text(automation.cooldown),
             budget=(
                 _Part(
                     firings=automation.budget.firings,
-                    per=_duration_text(automation.budget.per),
+                    per=duration_text(automation.budget.per),
                 )
                 if automation.budget is not None
                 else None

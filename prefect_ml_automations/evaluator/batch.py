@@ -24,6 +24,7 @@ from prefect_ml_automations.events import (
     ArtifactEvent,
     Event,
     MetricEvent,
+    RunHeartbeatEvent,
     RunStateEvent,
 )
 
@@ -33,6 +34,9 @@ F64 = npt.NDArray[np.float64]
 
 NO_TIME = np.iinfo(np.int64).min
 """The int64 nanosecond time that stands for "none"."""
+#: The `metric` code of a run state's row, and of a heartbeat's.
+STATE_ROW = -1
+HEARTBEAT_ROW = -2
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS = timedelta(microseconds=1)
@@ -49,10 +53,11 @@ def from_ns(ns: int) -> datetime:
 
 @dataclass
 class RunColumns:
-    """One row per run event (metric point or run state), in arrival order.
+    """One row per run event (metric point, run state or heartbeat), in arrival order.
 
-    `metric` is -1 for run states; `value` is NaN where the point does not count (not a finite
-    number); `order` is the step, or the time for system metrics that have none.
+    `metric` is `STATE_ROW` for run states and `HEARTBEAT_ROW` for heartbeats; `value` is NaN
+    where the point does not count (not a finite number); `order` is the step, or the time for
+    system metrics that have none.
     """
 
     arrival: I64
@@ -87,6 +92,13 @@ class EventBatch:
     @property
     def size(self) -> int:
         return len(self.columns) + len(self.artifacts)
+
+    @property
+    def latest(self) -> datetime | None:
+        """The time of the batch's latest event (None for an empty batch)."""
+        times = [int(self.columns.ts.max())] if len(self.columns) else []
+        times += [to_ns(event.timestamp) for _, event in self.artifacts]
+        return from_ns(max(times)) if times else None
 
     def chunks(self, size: int) -> Iterator[EventBatch]:
         """The batch as consecutive batches of about `size` events each (itself if smaller)."""
@@ -225,13 +237,14 @@ class BatchBuilder:
         self._value: list[float] = []
         self._blocks: list[Points] = []
         self._states: list[tuple[int, RunStateEvent]] = []
+        self._beats: list[int] = []
         self._artifacts: list[tuple[int, ArtifactEvent]] = []
 
     def add(self, event: Event, *, at: int | None = None) -> None:
         """One event, arriving next (or at index `at`)."""
         index = self._index if at is None else at
         self._index = max(self._index, index + 1)
-        if not isinstance(event, MetricEvent | RunStateEvent):
+        if not isinstance(event, MetricEvent | RunStateEvent | RunHeartbeatEvent):
             self._artifacts.append((index, event))
             return
         self._arrival.append(index)
@@ -253,7 +266,10 @@ class BatchBuilder:
             self._metric.append(None)
             self._order.append(0)
             self._value.append(math.nan)
-            self._states.append((index, event))
+            if isinstance(event, RunStateEvent):
+                self._states.append((index, event))
+            else:
+                self._beats.append(index)
 
     def add_points(self, points: Points) -> None:
         """Metric points in columns, at their own arrival indices."""
@@ -301,6 +317,10 @@ class BatchBuilder:
         name, names = _codes(column([b.run_name for b in blocks]))
         user, users = _codes(column([b.user for b in blocks]))
         metric, metrics = _codes(column([b.metric for b in blocks]))
+        if self._beats:
+            metric[np.isin(arrival if in_order else arrival[by_arrival], self._beats)] = (
+                HEARTBEAT_ROW
+            )
         columns = RunColumns(
             arrival=arrival if in_order else arrival[by_arrival],
             run=run,

@@ -24,14 +24,23 @@ from prefect_ml_automations.automations import (
     MetricTrigger,
     MetricWindows,
     RunMetricZScore,
+    RunStalled,
     RunState,
 )
+from prefect_ml_automations.automations._types import duration_text
 from prefect_ml_automations.automations.triggers import MAX_FOR_POINTS, STATE_ALIASES
 from prefect_ml_automations.decisions import Firing, Skip, firing_id, merged_skips, run_subject
-from prefect_ml_automations.evaluator.batch import NO_TIME, EventBatch, from_ns, to_ns
+from prefect_ml_automations.evaluator.batch import (
+    NO_TIME,
+    STATE_ROW,
+    EventBatch,
+    from_ns,
+    to_ns,
+)
 from prefect_ml_automations.evaluator.cooldown import apply_cooldown
 from prefect_ml_automations.evaluator.rows import StateKeys
 from prefect_ml_automations.evaluator.series import NO_ORDER, SeriesTable, stable_argsort
+from prefect_ml_automations.evaluator.stalls import QuietSpells, due
 from prefect_ml_automations.evaluator.state import (
     EvaluatorState,
     artifact_event_identity,
@@ -42,6 +51,7 @@ from prefect_ml_automations.evaluator.zscore import ZScoreBatch
 from prefect_ml_automations.events import (
     ArtifactEvent,
     Event,
+    MetricEvent,
     RunStateEvent,
     is_system_metric,
 )
@@ -52,6 +62,9 @@ Bool = npt.NDArray[np.bool_]
 
 #: Why a paused automation's matches did not fire (they are in the history as `skipped`).
 PAUSED = "paused (`ml-automations resume` lets it fire again)"
+
+#: The arrival of what the clock decides (stalls due by `now`): after every event of a batch.
+AFTER_EVERY_EVENT = 2**62
 
 #: Larger batches are judged in slices of this many events (bounded memory, same result).
 CHUNK_EVENTS = 1_000_000
@@ -157,6 +170,7 @@ class Evaluator:
         self._rank = {a.name: i for i, a in enumerate(self.automations)}
         self._metric: dict[tuple[str, str], list[Automation]] = defaultdict(list)
         self._run_state: list[Automation] = []
+        self._stalled: list[Automation] = []
         self._artifact: list[Automation] = []
         for automation in self.automations:
             trigger = automation.event
@@ -164,11 +178,16 @@ class Evaluator:
                 self._metric[(str(automation.project), trigger.metric)].append(automation)
             elif isinstance(trigger, RunState):
                 self._run_state.append(automation)
+            elif isinstance(trigger, RunStalled):
+                self._stalled.append(automation)
             elif isinstance(trigger, ArtifactTrigger):
                 self._artifact.append(automation)
 
-    def reads(self, events: EventBatch | Sequence[Event]) -> StateKeys:
-        """What evaluating `events` reads of the state: the rows a store loads for them."""
+    def reads(
+        self, events: EventBatch | Sequence[Event], *, now: datetime | None = None
+    ) -> StateKeys:
+        """What evaluating `events` (with the clock at `now`) reads of the state: the rows a
+        store loads for them."""
         if isinstance(events, EventBatch):
             runs = set(events.runs)
             # (every project of the batch with every metric: a superset, which is enough)
@@ -184,7 +203,7 @@ class Evaluator:
                 runs.add((event.project, event.run_id))
                 if isinstance(event, RunStateEvent):
                     states.append(event)
-                else:
+                elif isinstance(event, MetricEvent):
                     logged.add((event.project, event.metric))
         metrics: dict[tuple[str, str], frozenset[int]] = {}
         for key, automations in self._metric.items():
@@ -197,7 +216,11 @@ class Evaluator:
                 )
         identities = {state_event_identity(event) for event in states}
         identities.update(artifact_event_identity(event) for event in artifacts)
-        return StateKeys(frozenset(runs), metrics, frozenset(identities))
+        quiet_before = None
+        if now is not None and self._stalled:
+            # (the runs quiet since then may be due for the automation with the shortest wait)
+            quiet_before = to_ns(now) - min(_stall(a).after_ns for a in self._stalled)
+        return StateKeys(frozenset(runs), metrics, frozenset(identities), quiet_before)
 
     def evaluate(
         self,
@@ -205,9 +228,12 @@ class Evaluator:
         *,
         since: datetime | None = None,
         explain: bool = False,
+        now: datetime | None = None,
     ) -> Evaluation:
         """Judge a batch (arrival order). Triggering events before `since` fire nothing but
-        still fill windows and baselines."""
+        still fill windows and baselines. `now`: the clock, which tells the runs that stalled
+        since their last sign of life (`RUN_STALLED`); without it, a stall is seen only when
+        the run's next event arrives late."""
         batch = events if isinstance(events, EventBatch) else EventBatch.from_events(events)
         since_ns = NO_TIME if since is None else to_ns(since)
         out = Evaluation()
@@ -231,9 +257,14 @@ class Evaluator:
                     budgets=self.budgets,
                 )
                 metric_pass.evaluate(out)
+            running = self._running() if self._stalled else None
             self._run_states(run, since_ns, explain, out)
+            self._signs_of_life(run, running, since_ns, explain, out)
             self._artifact_events(chunk, since_ns, explain, out)
             run.remember()
+        if self._stalled:
+            self._stalls_by(now, AFTER_EVERY_EVENT, since_ns, explain, out)
+        self._note_quiet()
         out.firings.sort(key=lambda f: (f.arrival, self._rank[f.automation]))
         out.skips = merged_skips(held.skips(self.state) + out.skips)
         out.exhausted = self.budgets.exhausted
@@ -243,7 +274,7 @@ class Evaluator:
 
     def _run_states(self, run: _Batch, since_ns: int, explain: bool, out: Evaluation) -> None:
         runs = self.state.runs
-        rows = np.flatnonzero(run.columns.metric < 0)
+        rows = np.flatnonzero(run.columns.metric == STATE_ROW)
         seen = self.state.seen_state_events
         for (arrival, event), row in zip(run.batch.states, rows.tolist(), strict=True):
             identity = state_event_identity(event)
@@ -254,6 +285,7 @@ class Evaluator:
             state = STATE_ALIASES.get(event.state, event.state)
             entered = state != runs.state[code]
             runs.state[code] = state
+            run.sets[row] = state == "running"
             ts = int(run.columns.ts[row])
             name, user = run.name_at(row), run.user_at(row)
             subject = run_subject(event.run_id, name)
@@ -274,26 +306,8 @@ class Evaluator:
                     reason := automation.run_filters.admits(user=user, run_name=name)
                 ) is not None:
                     pass
-                elif automation.name in self.paused:
-                    out.skips.append(Skip(automation.name, subject, PAUSED, held_back=True))
-                    continue
-                elif automation.name in self.budgets.exhausted:  # every match from then on
-                    reason = self.budgets.reasons[automation.name]
-                    out.skips.append(Skip(automation.name, subject, reason, held_back=True))
-                    continue
                 else:
-                    last = self.state.last_fired_for(automation.name)
-                    cooldown = _ns(automation)
-                    if last[code] != NO_TIME and ts < last[code] + cooldown:
-                        reason = f"held back by the cooldown ({_cooldown_text(automation)})"
-                        out.skips.append(Skip(automation.name, subject, reason, held_back=True))
-                        continue
-                    elif not self.budgets.spend(automation.name, 1):
-                        reason = self.budgets.reasons[automation.name]
-                        out.skips.append(Skip(automation.name, subject, reason, held_back=True))
-                        continue
-                    else:
-                        last[code] = ts
+                    if self._admits(automation, code, ts, subject, out):
                         out.firings.append(
                             Firing(
                                 firing_id=firing_id(
@@ -316,9 +330,216 @@ class Evaluator:
                                 arrival=arrival,
                             )
                         )
-                        continue
+                    continue
                 if explain:
                     out.skips.append(Skip(automation.name, subject, reason))
+
+    def _admits(
+        self, automation: Automation, code: int, ts: int, subject: str, out: Evaluation
+    ) -> bool:
+        """Whether a run event's match (run `code`, at `ts`) fires: not when the automation is
+        paused, over its budget or in the run's cooldown — then it is held back, and the skip
+        says why. A match that fires starts the run's cooldown."""
+        name = automation.name
+        reason = None
+        last = self.state.last_fired_for(name)
+        if name in self.paused:
+            reason = PAUSED
+        elif name in self.budgets.exhausted:  # every match from then on
+            reason = self.budgets.reasons[name]
+        elif last[code] != NO_TIME and ts < last[code] + _ns(automation):
+            reason = f"held back by the cooldown ({_cooldown_text(automation)})"
+        elif not self.budgets.spend(name, 1):
+            reason = self.budgets.reasons[name]
+        if reason is not None:
+            out.skips.append(Skip(name, subject, reason, held_back=True))
+            return False
+        last[code] = ts
+        return True
+
+    # -- stalled runs ----------------------------------------------------------------------------
+
+    def _running(self) -> Bool:
+        """Per run code, whether the run's last state seen is `running`."""
+        return np.array([s == "running" for s in self.state.runs.state], bool)
+
+    def _watching(self, automation: Automation) -> Bool:
+        """Per run code, whether the run is in the project `automation` watches."""
+        projects = np.array([p for p, _ in self.state.runs.keys], object)
+        watched: Bool = projects == automation.project
+        return watched
+
+    def _signs_of_life(
+        self, run: _Batch, running: Bool | None, since_ns: int, explain: bool, out: Evaluation
+    ) -> None:
+        """Judge the stalls the batch's run events end (each arrived `after` or more after the
+        run's last sign of life), then move each run's last sign of life on."""
+        columns, runs = run.columns, self.state.runs
+        if not len(columns):
+            return
+        if running is not None:
+            watched_projects = {a.project for a in self._stalled}
+            in_watch = np.array([p in watched_projects for p in run.projects], bool)
+            spells = QuietSpells.of(
+                runs=run.row_run,
+                ts=columns.ts,
+                active=runs.active,
+                running=running,
+                sets=run.sets,
+                rows=np.flatnonzero(in_watch[columns.run]),
+                local=columns.run,
+            )
+            for automation in self._stalled:
+                trigger = _stall(automation)
+                judged = self.state.stall_judged_for(automation.name)
+                ended = spells.ended(
+                    after_ns=trigger.after_ns, judged=judged, watched=self._watching(automation)
+                )
+                for at in sorted(ended.tolist(), key=lambda i: int(spells.rows[i])):
+                    row = int(spells.rows[at])
+                    self._judge_stall(
+                        automation,
+                        int(spells.runs[at]),
+                        int(spells.before[at]),
+                        arrival=int(columns.arrival[row]),
+                        name=run.name_at(row),
+                        user=run.user_at(row),
+                        since_ns=since_ns,
+                        explain=explain,
+                        out=out,
+                    )
+        np.maximum.at(runs.active, run.row_run, columns.ts)
+
+    def _stalls_by(
+        self, now: datetime | None, arrival: int, since_ns: int, explain: bool, out: Evaluation
+    ) -> None:
+        """Judge the stalls due by `now` (after every event of the batch: at `arrival` on)."""
+        runs = self.state.runs
+        n = len(runs)
+        running = self._running()
+        for automation in self._stalled:
+            trigger = _stall(automation)
+            judged = self.state.stall_judged_for(automation.name)
+            watched = self._watching(automation)
+            codes: list[int] = []
+            if now is not None:
+                found = due(
+                    active=runs.active[:n],
+                    running=running,
+                    judged=judged[:n],
+                    watched=watched,
+                    after_ns=trigger.after_ns,
+                    now_ns=to_ns(now),
+                )
+                codes = sorted(found.tolist(), key=lambda c: (int(runs.active[c]), runs.keys[c]))
+            for code in codes:  # (one arrival: they keep this order)
+                self._judge_stall(
+                    automation,
+                    code,
+                    int(runs.active[code]),
+                    arrival=arrival,
+                    name=runs.name[code],
+                    user=runs.user[code],
+                    since_ns=since_ns,
+                    explain=explain,
+                    out=out,
+                )
+            if explain:
+                self._explain_quiet(automation, np.flatnonzero(watched), running, now, out)
+
+    def _judge_stall(
+        self,
+        automation: Automation,
+        code: int,
+        quiet_from: int,
+        *,
+        arrival: int,
+        name: str | None,
+        user: str | None,
+        since_ns: int,
+        explain: bool,
+        out: Evaluation,
+    ) -> None:
+        """A stall of run `code` after its sign of life at `quiet_from`: it fires once."""
+        trigger = _stall(automation)
+        self.state.stall_judged_for(automation.name)[code] = quiet_from
+        at = quiet_from + trigger.after_ns
+        project, run_id = self.state.runs.keys[code]
+        subject = run_subject(run_id, name)
+        reason = None
+        if at < since_ns:
+            reason = "before --since"
+        elif (reason := automation.run_filters.admits(user=user, run_name=name)) is not None:
+            pass
+        elif self._admits(automation, code, at, subject, out):
+            since = from_ns(quiet_from)
+            out.firings.append(
+                Firing(
+                    firing_id=firing_id(
+                        automation.name, "RUN_STALLED", project, run_id, since.isoformat()
+                    ),
+                    automation=automation.name,
+                    event_type="RUN_STALLED",
+                    timestamp=from_ns(at),
+                    project=project,
+                    run_id=run_id,
+                    run_name=name,
+                    state="running",
+                    quiet_since=since,
+                    user=user,
+                    metric_filter=trigger.describe(),
+                    arrival=arrival,
+                )
+            )
+        if reason is not None and explain:
+            out.skips.append(Skip(automation.name, subject, reason))
+
+    def _explain_quiet(
+        self,
+        automation: Automation,
+        codes: I64,
+        running: Bool,
+        now: datetime | None,
+        out: Evaluation,
+    ) -> None:
+        """Why each watched run has no stall to judge (yet)."""
+        runs, trigger = self.state.runs, _stall(automation)
+        judged = self.state.stall_judged_for(automation.name)
+        after = duration_text(trigger.after)
+        for code in codes.tolist():
+            active, state = int(runs.active[code]), runs.state[code]
+            if state is None:
+                reason = "no state was seen for the run: only a run known to be running can stall"
+            elif not running[code]:
+                reason = f"the run is {state!r}, not running"
+            elif judged[code] >= active:
+                continue  # (its stall was judged: fired, or explained then)
+            elif now is None:
+                reason = (
+                    f"quiet since {from_ns(active).isoformat()}; without a clock (`now`) a "
+                    "stall shows only when the run's next event arrives late"
+                )
+            else:
+                reason = (
+                    f"last sign of life at {from_ns(active).isoformat()}, less than {after} "
+                    f"before {now.isoformat()}"
+                )
+            out.skips.append(
+                Skip(automation.name, run_subject(runs.keys[code][1], runs.name[code]), reason)
+            )
+
+    def _note_quiet(self) -> None:
+        """Mark the runs a stall automation may still fire for, so a store finds them when
+        their quiet time runs out."""
+        runs = self.state.runs
+        n = len(runs)
+        pending = np.zeros(n, bool)
+        if self._stalled and n:
+            for automation in self._stalled:
+                judged = self.state.stall_judged_for(automation.name)[:n]
+                pending |= self._watching(automation) & (judged < runs.active[:n])
+            pending &= self._running() & (runs.active[:n] != NO_TIME)
+        runs.quiet[:n] = np.where(pending, runs.active[:n], NO_TIME)
 
     # -- artifact events ------------------------------------------------------------------------
 
@@ -388,6 +609,9 @@ class _Batch:
         self.columns = columns = batch.columns
         self.codes = state.runs.register(batch)
         self.row_run: I64 = self.codes[columns.run]
+        #: Per row: 1 if it is a state event that made the run running, 0 if one that made it
+        #: anything else, -1 otherwise (set as run states are judged).
+        self.sets = np.full(len(columns), -1, np.int8)
         self.projects = [project for project, _ in batch.runs]
         self.names = list(batch.names)
         self.users = list(batch.users)
@@ -918,13 +1142,15 @@ def metric_windows(
             metric_pass.remember()
 
 
+def _stall(automation: Automation) -> RunStalled:
+    trigger = automation.event
+    assert isinstance(trigger, RunStalled)
+    return trigger
+
+
 def _ns(automation: Automation) -> int:
     return int(automation.cooldown.total_seconds() * 1_000_000) * 1000
 
 
 def _cooldown_text(automation: Automation) -> str:
-    seconds = automation.cooldown.total_seconds()
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0 and not (unit == "d" and seconds < 2 * size):
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    return duration_text(automation.cooldown)

@@ -9,8 +9,9 @@ about the same with 100k tracked runs as with 1k, and the store does not grow pe
 
 The rows, keyed the way a store keys them:
 
-- `RunRow` per (project, run_id): creation time, last name, user and state, and per automation
-  when it last fired for the run (the cooldown) and how long its condition has held;
+- `RunRow` per (project, run_id): creation time, last name, user, state and sign of life, and
+  per automation when it last fired for the run (the cooldown), how long its condition has held
+  and which of its stalls was judged;
 - `SeriesRow` per (project, metric, run_id): the tail of the run's series the windows need;
 - `MetricRow` per (project, metric): the tails' capacity, the z-score shift and the member lists
   (the k most recently created runs that have logged, newest first);
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from prefect_ml_automations.evaluator.batch import NO_TIME
 from prefect_ml_automations.evaluator.series import SeriesTable
@@ -54,6 +56,9 @@ class StateKeys:
     #: lists it reads (k runs; empty without a z-score automation).
     metrics: dict[MetricKey, frozenset[int]] = field(default_factory=dict)
     identities: frozenset[str] = frozenset()
+    #: With a clock and a `RUN_STALLED` automation: the runs quiet since this time (ns) or
+    #: before, in the partitions a cycle holds, may have stalled (see `RunRow.quiet`).
+    quiet_before: int | None = None
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,12 @@ class RunRow:
     #: JSON, keys sorted: {automation: time (ns) of the run's last firing} — or, for an
     #: automation whose condition has held at the run's latest trigger points (`for_points`,
     #: `rearm`), {automation: [that time or null, points in a row, fired during them, the
-    #: step they were counted to]}.
+    #: step they were counted to]}; for a `RUN_STALLED` automation that judged a stall of the
+    #: run, {automation: [that time or null, the sign of life the stall followed]}.
     fired: str
+    #: The run's last sign of life (ns), and the same while a stall may still fire for it.
+    active: int | None = None
+    quiet: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,10 @@ def members_json(members: dict[int, list[str]]) -> str:
     return json.dumps({str(k): ids for k, ids in members.items()}, sort_keys=True)
 
 
+def _times(values: list[int | None]) -> npt.NDArray[np.int64]:
+    return np.array([NO_TIME if v is None else v for v in values], np.int64)
+
+
 def state_from_rows(rows: StateRows) -> EvaluatorState:
     """An evaluator state holding exactly these rows (run codes in the order of `rows.runs`).
 
@@ -131,13 +144,19 @@ def state_from_rows(rows: StateRows) -> EvaluatorState:
         name=np.array([*(r.name for r in rows.runs.values()), None], object)[:-1],
         user=np.array([*(r.user for r in rows.runs.values()), None], object)[:-1],
         state=[r.state for r in rows.runs.values()],
+        active=_times([r.active for r in rows.runs.values()]),
+        quiet=_times([r.quiet for r in rows.runs.values()]),
     )
     state = EvaluatorState(runs=runs)
     fired: dict[str, list[tuple[int, int]]] = defaultdict(list)
     streaks: dict[str, list[tuple[int, int, bool, int]]] = defaultdict(list)
+    stalls: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for code, run in enumerate(rows.runs.values()):
         for automation, memory in json.loads(run.fired).items():
-            if isinstance(memory, list):
+            if isinstance(memory, list) and len(memory) == 2:
+                ns, judged = memory
+                stalls[automation].append((code, judged))
+            elif isinstance(memory, list):
                 ns, streak, spent, at = memory
                 streaks[automation].append((code, streak, spent, at))
             else:
@@ -149,6 +168,10 @@ def state_from_rows(rows: StateRows) -> EvaluatorState:
         codes, times = zip(*pairs, strict=True)
         last[list(codes)] = times
         state.last_fired[automation] = last
+    for automation, judged_after in stalls.items():
+        judged = state.stall_judged_for(automation)
+        for code, after in judged_after:
+            judged[code] = after
     for automation, held in streaks.items():
         streak, spent, counted_to = state.streaks_for(automation)
         for code, count, fired_then, at in held:
@@ -197,7 +220,13 @@ def rows_of(state: EvaluatorState) -> StateRows:
         for code in np.flatnonzero(streak > 0).tolist():
             ns = fired[code].get(automation)  # (an int: only the streaks' entries are lists)
             fired[code][automation] = [ns, int(streak[code]), bool(spent[code]), int(at[code])]
+    for automation in sorted(state.stall_judged):
+        judged = state.stall_judged[automation][: len(runs)]
+        for code in np.flatnonzero(judged != NO_TIME).tolist():
+            fired[code][automation] = [fired[code].get(automation), int(judged[code])]
     out = StateRows()
+    active = runs.active[: len(runs)].tolist()
+    quiet = runs.quiet[: len(runs)].tolist()
     for code, key in enumerate(runs.keys):
         out.runs[key] = RunRow(
             created=int(runs.created[code]),
@@ -205,6 +234,8 @@ def rows_of(state: EvaluatorState) -> StateRows:
             user=runs.user[code],
             state=runs.state[code],
             fired=json.dumps(fired[code], sort_keys=True),
+            active=None if active[code] == NO_TIME else active[code],
+            quiet=None if quiet[code] == NO_TIME else quiet[code],
         )
     members: dict[MetricKey, dict[int, list[str]]] = defaultdict(dict)
     for (project, metric, k), codes in state.members.items():

@@ -40,6 +40,12 @@ class RunTable:
     name: npt.NDArray[np.object_] = field(default_factory=lambda: np.full(0, None, object))
     user: npt.NDArray[np.object_] = field(default_factory=lambda: np.full(0, None, object))
     state: list[str | None] = field(default_factory=list)
+    #: The time (ns) of each run's last sign of life: its newest metric point, heartbeat or
+    #: state (NO_TIME: none seen).
+    active: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: `active` while a stall automation may still fire for the run (it is running and that
+    #: quiet time was not judged yet), else NO_TIME: a store finds stalls due by it.
+    quiet: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -70,6 +76,8 @@ class RunTable:
             self.created = _grown(self.created, len(self.keys), NO_TIME)
             self.name = _grown(self.name, len(self.keys), None)
             self.user = _grown(self.user, len(self.keys), None)
+            self.active = _grown(self.active, len(self.keys), NO_TIME)
+            self.quiet = _grown(self.quiet, len(self.keys), NO_TIME)
             new_a = np.array(new, np.int64)
             created = batch.created[new_a]
             first_ts = columns.ts[first_row[new_a]]
@@ -102,6 +110,10 @@ class EvaluatorState:
     #: run has logged since without being counted (the automation did not count streaks then)
     #: is not carried on.
     streak_at: dict[str, I64] = field(default_factory=dict)
+    #: Per `RUN_STALLED` automation: the sign of life (time, ns) after which each run's last
+    #: stall was judged — fired or held back —, by run code (NO_TIME: none). A stall is the
+    #: quiet time after one sign of life, so it is judged once.
+    stall_judged: dict[str, I64] = field(default_factory=dict)
     #: Identities (digests) of the artifact events and run state events seen.
     seen_artifact_events: set[str] = field(default_factory=set)
     seen_state_events: set[str] = field(default_factory=set)
@@ -120,6 +132,12 @@ class EvaluatorState:
         self.last_fired[automation] = fired
         return fired
 
+    def stall_judged_for(self, automation: str) -> I64:
+        judged = self.stall_judged.get(automation, np.zeros(0, np.int64))
+        judged = _grown(judged, len(self.runs), NO_TIME)
+        self.stall_judged[automation] = judged
+        return judged
+
     def streaks_for(self, automation: str) -> tuple[I64, npt.NDArray[np.bool_], I64]:
         """The streak, whether it fired and where it was counted to, per run code, for
         `automation` (for writing)."""
@@ -134,7 +152,12 @@ class EvaluatorState:
     # -- persistence ---------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        arrays: dict[str, npt.NDArray[Any]] = {"runs.created": self.runs.created[: len(self.runs)]}
+        n = len(self.runs)
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "runs.created": self.runs.created[:n],
+            "runs.active": self.runs.active[:n],
+            "runs.quiet": self.runs.quiet[:n],
+        }
         series_meta = []
         for i, ((project, metric), table) in enumerate(self.series.items()):
             rows = table.rows
@@ -150,6 +173,9 @@ class EvaluatorState:
             arrays[f"streak{i}"] = self.streaks[name]
             arrays[f"spent{i}"] = self.spent[name]
             arrays[f"streakat{i}"] = self.streak_at[name]
+        stall_names = list(self.stall_judged)
+        for i, name in enumerate(stall_names):
+            arrays[f"stall{i}"] = self.stall_judged[name]
         meta = {
             "version": FORMAT_VERSION,
             "runs": [list(k) for k in self.runs.keys],
@@ -161,6 +187,7 @@ class EvaluatorState:
             "members": [[p, m, k, runs] for (p, m, k), runs in self.members.items()],
             "fired": fired_names,
             "streaks": streak_names,
+            "stalls": stall_names,
             "seen": sorted(self.seen_artifact_events),
             "seen_states": sorted(self.seen_state_events),
         }
@@ -189,6 +216,9 @@ class EvaluatorState:
             user=np.array(meta["users"] + [None], object)[:-1],
             state=meta["states"],
         )
+        none = np.full(len(runs.keys), NO_TIME, np.int64)  # (absent before RUN_STALLED)
+        runs.active = arrays.get("runs.active", none).copy()
+        runs.quiet = arrays.get("runs.quiet", none).copy()
         runs.index = {key: i for i, key in enumerate(runs.keys)}
         state = cls(runs=runs)
         for i, info in enumerate(meta["series"]):
@@ -206,6 +236,8 @@ class EvaluatorState:
             state.streaks[name] = arrays[f"streak{i}"].copy()
             state.spent[name] = arrays[f"spent{i}"].copy()
             state.streak_at[name] = arrays[f"streakat{i}"].copy()
+        for i, name in enumerate(meta.get("stalls", [])):
+            state.stall_judged[name] = arrays[f"stall{i}"].copy()
         state.seen_artifact_events = set(meta["seen"])
         state.seen_state_events = set(meta["seen_states"])
         return state

@@ -7,7 +7,8 @@ read as W&B's code says W&B writes them:
 - Runs of the watched projects, most recently active first (`-heartbeat_at`), re-reading an
   overlapping window because W&B's run filters lag. W&B marks a run `crashed` some minutes after
   its heartbeats stop, without a new heartbeat, so the runs last seen alive that did not show up
-  are asked for by name. A state change is `RUN_STATE`.
+  are asked for by name. A state change is `RUN_STATE`; a running run's new `heartbeatAt` is a
+  `RUN_HEARTBEAT` (a sign of life for `RUN_STALLED`).
 - `historyKeys` is a JSON object (`wandb/apis/public/runs.py` reads `lastStep` from it); when
   `lastStep` moved past the last step seen, the new history rows are read in pages of 1,000 steps
   (`history(minStep, maxStep, samples)`, `maxStep` exclusive — W&B down-samples a range larger
@@ -249,6 +250,9 @@ class RunMemory(BaseModel):
     alive: bool = Field(default=False, description="W&B may still mark it crashed.")
     step: int = Field(default=-1, description="The last history step read.")
     system: float = Field(default=0.0, description="The time of the last system row read.")
+    heartbeat: datetime | None = Field(
+        default=None, description="Its last heartbeat seen while it was running (`heartbeatAt`)."
+    )
 
 
 class WandbCursor(Cursor):
@@ -505,6 +509,14 @@ class WandbSource:
                 )
             )
             memory.state = state
+        beat = run.get("heartbeatAt")
+        if state == "running" and beat:
+            # A sign of life without a metric point: it keeps the run from counting as stalled.
+            beat_at = datetime.fromisoformat(_utc(beat))
+            if memory.heartbeat is None or beat_at > memory.heartbeat:
+                heartbeat = {**base, "type": "RUN_HEARTBEAT", "timestamp": beat_at}
+                found.append((beat_at.isoformat(), 3, event_from_dict(heartbeat)))
+                memory.heartbeat = beat_at
         memory.alive = raw_state in ALIVE
         return found
 

@@ -70,6 +70,7 @@ def evaluate_automations(
     automations: AutomationsConfig | Sequence[Automation | Mapping[str, Any]],
     explain: bool = False,
     since: datetime | None = None,
+    now: datetime | None = None,
 ) -> pd.DataFrame:
     """Judge points against automations, as the dry run does; one row per decision.
 
@@ -77,12 +78,14 @@ def evaluate_automations(
     kind: run states and artifact events are judged too), or the path of a JSON-lines file of
     them. `automations`: a loaded config, or automations (models or the dicts you would write
     in YAML). Disabled automations are not evaluated. Triggering points before `since` fire
-    nothing but still fill windows and baselines. The columns are described in this module's
+    nothing but still fill windows and baselines; stalled runs are judged by the clock at
+    `now`, by default the time of the latest event. The columns are described in this module's
     docstring (`DECISION_COLUMNS`).
     """
     chosen = _automations(automations)
     batch = _batch(frame_or_events)
-    evaluation = Evaluator(chosen).evaluate(batch, since=since, explain=explain)
+    clock = now if now is not None else batch.latest
+    evaluation = Evaluator(chosen).evaluate(batch, since=since, explain=explain, now=clock)
     return decisions_frame(evaluation, explain=explain)
 
 

@@ -1,0 +1,226 @@
+"""Stalled runs (issue 13 §1, `RUN_STALLED`): a running run that shows no sign of life — no
+metric point, no heartbeat, no state — for `after` fires once per stall, at the moment its quiet
+time reached `after`. It is judged on the clock: the evaluator is told `now` (the sensor's
+clock, the dry run's latest event or `--now`), or sees the stall when the run's next event
+arrives late. Batching and re-delivery never change it (tests/test_properties.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prefect_ml_automations.cli import main
+from prefect_ml_automations.config import ConfigError, load_config, parse_config
+from prefect_ml_automations.evaluator import Evaluator
+from prefect_ml_automations.sensor import Sensor
+from prefect_ml_automations.store import StateStore
+
+from .conftest import T0, at, automation, events, metric, state
+
+STALLED = automation("stalled", type="RUN_STALLED", after="30m")
+MIN = 60
+
+
+def beat(run: str, t: float, **extra: Any) -> dict[str, Any]:
+    return {"type": "RUN_HEARTBEAT", "project": "p", "run_id": run, "timestamp": at(t), **extra}
+
+
+def stalls(*dicts: dict[str, Any], now_minutes: float | None = None, a: Any = STALLED) -> list:
+    now = None if now_minutes is None else T0 + timedelta(minutes=now_minutes)
+    firings = Evaluator([a]).evaluate(events(*dicts), now=now).firings
+    return [(f.run_id, f.timestamp, f.quiet_since) for f in firings]
+
+
+def t(minutes: float) -> Any:
+    return T0 + timedelta(minutes=minutes)
+
+
+def test_a_run_quiet_for_after_fires_once_when_the_clock_passes_its_deadline() -> None:
+    training = [state("r1", "running", 0), metric("r1", 1, 0.5, 5 * MIN)]
+    assert stalls(*training, now_minutes=34) == []  # quiet for 29 minutes: not yet
+    # The firing's time is the moment the quiet time reached 30m, whenever the clock saw it.
+    assert stalls(*training, now_minutes=35) == [("r1", t(35), t(5))]
+    assert stalls(*training, now_minutes=500) == [("r1", t(35), t(5))]
+
+
+def test_a_heartbeat_keeps_a_run_from_stalling() -> None:
+    alive = [state("r1", "running", 0), beat("r1", 20 * MIN), beat("r1", 45 * MIN)]
+    assert stalls(*alive, now_minutes=70) == []
+    assert stalls(*alive, now_minutes=75) == [("r1", t(75), t(45))]
+
+
+def test_a_late_sign_of_life_shows_the_stall_without_a_clock() -> None:
+    """The run logged at 10:05, then nothing until 11:00: it was stalled from 10:35."""
+    late = [
+        state("r1", "running", 0),
+        metric("r1", 1, 0.5, 5 * MIN),
+        metric("r1", 2, 0.4, 60 * MIN),
+    ]
+    assert stalls(*late) == [("r1", t(35), t(5))]
+    # The clock sees the same stall (one firing, the same id), and nothing more by 11:29.
+    assert stalls(*late, now_minutes=89) == [("r1", t(35), t(5))]
+
+
+def test_each_stall_fires_once_and_a_run_that_comes_back_can_stall_again() -> None:
+    evaluator = Evaluator([STALLED])
+    first = evaluator.evaluate(events(state("r1", "running", 0)), now=t(40))
+    assert [f.timestamp for f in first.firings] == [t(30)]
+    assert evaluator.evaluate([], now=t(90)).firings == []  # the same stall: judged already
+    back = evaluator.evaluate(events(metric("r1", 1, 0.5, 100 * MIN)), now=t(131))
+    assert [(f.timestamp, f.quiet_since) for f in back.firings] == [(t(130), t(100))]
+    assert first.firings[0].firing_id != back.firings[0].firing_id
+
+
+@pytest.mark.parametrize(
+    ("story", "reason"),
+    [
+        ([state("r1", "finished", 0)], "the run is 'finished', not running"),
+        (
+            [state("r1", "running", 0), state("r1", "crashed", MIN)],
+            "the run is 'failed', not running",
+        ),
+        (
+            [metric("r1", 1, 0.5, 0)],
+            "no state was seen for the run: only a run known to be running can stall",
+        ),
+    ],
+    ids=["finished", "crashed", "no-state"],
+)
+def test_only_a_run_known_to_be_running_can_stall(story: list[dict[str, Any]], reason: str) -> None:
+    evaluation = Evaluator([STALLED]).evaluate(events(*story), now=t(600), explain=True)
+    assert evaluation.firings == []
+    assert [s.reason for s in evaluation.skips] == [reason]
+
+
+def test_a_run_that_finishes_after_a_long_silence_had_stalled() -> None:
+    """Quiet from 10:05 while running, then marked finished at 11:00: it stalled at 10:35."""
+    story = [
+        state("r1", "running", 0),
+        metric("r1", 1, 0.5, 5 * MIN),
+        state("r1", "finished", 60 * MIN),
+    ]
+    assert stalls(*story, now_minutes=600) == [("r1", t(35), t(5))]
+
+
+def test_run_filters_the_cooldown_and_since_apply_to_stalls() -> None:
+    alice_only = automation(
+        "stalled", type="RUN_STALLED", after="30m", filters={"user": "alice"}, cooldown="2h"
+    )
+    story = [
+        state("r1", "running", 0, user="alice"),
+        state("r2", "running", 0, user="bob"),
+        metric("r1", 1, 0.5, 60 * MIN),  # a late sign of life: the stall at 10:30 fires
+    ]
+    assert stalls(*story, now_minutes=95, a=alice_only) == [("r1", t(30), t(0))]  # 11:30 held back
+    evaluation = Evaluator([alice_only]).evaluate(events(*story), now=t(95), since=t(31))
+    assert [f.timestamp for f in evaluation.firings] == [t(90)]  # 10:30 is before --since
+
+
+def test_explain_says_how_long_a_running_run_has_been_quiet() -> None:
+    evaluation = Evaluator([STALLED]).evaluate(
+        events(state("r1", "running", 0), metric("r1", 1, 0.5, 20 * MIN)), now=t(40), explain=True
+    )
+    assert [s.reason for s in evaluation.skips] == [
+        "last sign of life at 2026-01-01T10:20:00+00:00, less than 30m before "
+        "2026-01-01T10:40:00+00:00"
+    ]
+
+
+def test_after_must_be_a_positive_duration() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "automations": [
+                    {
+                        "name": "s",
+                        "scope": {"project": "p"},
+                        "event": {"type": "RUN_STALLED", "after": 0},
+                        "action": {"type": "no_op"},
+                    },
+                    {
+                        "name": "t",
+                        "scope": {"project": "p"},
+                        "event": {"type": "RUN_STALLED"},
+                        "action": {"type": "no_op"},
+                    },
+                ]
+            },
+            env={},
+        )
+    assert caught.value.problems == [
+        "automation 's' (automations[0]): event.after: must be a positive duration such as "
+        "'30m' (a run is never quiet for no time).",
+        "automation 't' (automations[1]): event.after: is required but missing; add 'after: …'.",
+    ]
+
+
+CONFIG = """
+store: sqlite:///{tmp}/store.db
+automations:
+  - name: stalled
+    scope: {{project: p}}
+    event: {{type: RUN_STALLED, after: 30m}}
+    action: {{type: no_op}}
+"""
+
+
+def test_a_sensor_finds_a_run_that_went_quiet_on_a_later_cycle_with_no_events(
+    tmp_path: Path,
+) -> None:
+    """The store keeps each run's last sign of life; a cycle with an empty inbox still loads
+    the runs whose quiet time ran out (and only those) and fires their stall once."""
+    config_file = tmp_path / "automations.yaml"
+    config_file.write_text(CONFIG.format(tmp=tmp_path))
+    config = load_config(config_file, env={})
+    store = StateStore(config.store)
+    sensor = Sensor(config)
+    store.put_events(
+        events(state("r1", "running", 0), metric("r1", 1, 0.5, 5 * MIN), state("r2", "running", 0)),
+        origin="push",
+    )
+    assert sensor.commit([], now=t(10)).fired == []
+    store.put_events(events(beat("r2", 25 * MIN)), origin="push")
+    assert sensor.commit([], now=t(31)).fired == []
+    later = sensor.commit([], now=t(36))  # the inbox is empty
+    assert [(f.run_id, f.timestamp) for f in later.fired] == [("r1", t(35))]
+    assert [(f.run_id, f.timestamp) for f in sensor.commit([], now=t(61)).fired] == [("r2", t(55))]
+    assert sensor.commit([], now=t(600)).fired == []  # each stall once
+    assert sorted(row.subject for row in store.history()) == ["run 'r1'", "run 'r2'"]
+
+
+def test_a_run_that_stalled_before_the_sensor_watched_does_not_fire(tmp_path: Path) -> None:
+    """What a tracker held before the sensor watched it only fills (SPEC §3 rule 10): a run
+    left `running` for a year (MLflow never marks a dead run) is no surprise page."""
+    config_file = tmp_path / "automations.yaml"
+    config_file.write_text(CONFIG.format(tmp=tmp_path))
+    config = load_config(config_file, env={})
+    store = StateStore(config.store)
+    store.put_events(events(state("old", "running", 0)), origin="fill")
+    sensor = Sensor(config)
+    assert sensor.commit([], now=t(60 * 24 * 365)).fired == []
+    assert sensor.commit([], now=t(60 * 24 * 366)).fired == []
+    store.put_events(events(metric("old", 1, 0.5, 60 * 24 * 366 * MIN)), origin="push")
+    sensor.commit([], now=t(60 * 24 * 366))
+    assert [f.run_id for f in sensor.commit([], now=t(60 * 24 * 366 + 31)).fired] == ["old"]
+
+
+def test_the_dry_run_judges_stalls_by_the_files_latest_event_or_now(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_file = tmp_path / "automations.yaml"
+    config_file.write_text(CONFIG.format(tmp=tmp_path))
+    lines = events(
+        state("r1", "running", 0), metric("r1", 1, 0.5, 5 * MIN), state("r2", "running", 20 * MIN)
+    )
+    (tmp_path / "events.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in lines))
+    assert main(["evaluate", str(config_file), str(tmp_path / "events.jsonl")]) == 0
+    assert capsys.readouterr().out == ""  # by 10:20, the file's latest event: nothing yet
+    args = ["evaluate", str(config_file), str(tmp_path / "events.jsonl"), "--now", at(60 * MIN)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split('"run_id":"')[1][:2] for line in printed] == ["r1", "r2"]
+    assert main([*args[:3], "--now", "tomorrow"]) == 2
+    assert "--now 'tomorrow' is not an ISO 8601 time" in capsys.readouterr().err
