@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ from uuid import UUID
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from prefect_ml_automations.config import AutomationsConfig
 from prefect_ml_automations.errors import StateError
 from prefect_ml_automations.sensor import CycleReport, Delivery, DeliveryPool, Sensor, summary
 from prefect_ml_automations.store import StateStore, is_outage, store_problem, utcnow
@@ -99,12 +100,15 @@ async def sensor_loop(
     wake: asyncio.Event | None = None,
     cycles: int | None = None,
     block_ids: Mapping[str, UUID] | None = None,
+    refresh: Callable[[], Awaitable[AutomationsConfig | None]] | None = None,
 ) -> None:
     """Run cycles until cancelled (or `cycles` of them have run, and what they fired is done).
 
     A cycle polls and commits; the firings it records are delivered by a `DeliveryPool` beside
     the loop, so a slow action never holds back the next cycle, and each firing's line is
-    logged when its action ends.
+    logged when its action ends. `refresh` (with the saved blocks): called before each poll of
+    the trackers, it gives the config as it is saved now (None: as it was), so an automation
+    changed, disabled or added in the Prefect UI takes effect without a restart.
 
     Nothing a cycle meets ends the loop: a failed action or source is logged (ERROR) and the
     firing retried or kept `failed`; a cycle that fails as a whole (the store is unreachable,
@@ -142,6 +146,8 @@ async def sensor_loop(
             poll = not settled or loop.time() - polled_at >= interval
             if poll:
                 polled_at = loop.time()
+            if poll and refresh is not None:
+                await _refreshed(sensor, refresh, interval)
             try:
                 report = await sensor.poll_and_commit(poll=poll)
             except Exception as exc:
@@ -256,6 +262,30 @@ async def _closing(artifacts: _Artifacts | None) -> AsyncIterator[None]:
     finally:
         if artifacts is not None:
             await artifacts.close()
+
+
+async def _refreshed(
+    sensor: Sensor,
+    refresh: Callable[[], Awaitable[AutomationsConfig | None]],
+    interval: float,
+) -> None:
+    """Take up the config as saved now; if it can not be read, go on with the one in use."""
+    try:
+        config = await refresh()
+    except Exception as exc:  # (the Prefect API is down, say: the sensor goes on as it was)
+        logger.warning(
+            "sensor %s: the saved automations could not be read again (%s); going on with "
+            "those read before.",
+            sensor.name,
+            _problem(exc),
+        )
+        return
+    if config is not None and sensor.reconfigure(config):
+        logger.info(
+            "sensor %s: the saved automations changed; now %s",
+            sensor.name,
+            describe(sensor, interval),
+        )
 
 
 def describe(sensor: Sensor, interval: float) -> str:

@@ -276,3 +276,30 @@ def test_merged_cycles_count_a_held_back_match_once_per_reason() -> None:
         Skip("hook", "run 'r2'", "held back by the cooldown (24h)", 2, held_back=True)
     ]
     assert summary(merged, delivered=False) == "3 event(s) evaluated, 0 firing(s) (2 held back)"
+
+
+def test_the_loop_takes_up_automations_saved_anew_before_each_poll(tmp_path: Path) -> None:
+    """The service on the saved blocks reads them again every poll: an automation disabled in
+    the Prefect UI stops firing at the next cycle, without a restart and without its state; a
+    read that fails leaves the loop on the config it had."""
+    config = on_failed_runs(tmp_path, "page-on-failure")
+    disabled = config.model_copy(
+        update={"automations": [config.automations[0].model_copy(update={"enabled": False})]}
+    )
+    sensor = Sensor(config)
+    saved = [config, disabled]
+
+    async def refresh() -> AutomationsConfig:
+        if not saved:
+            raise ConnectionError("the Prefect API is down")
+        return saved.pop(0)
+
+    def cycle(run: str) -> None:
+        sensor.store.put_events(events(state(run, "failed", 0)), origin="push")
+        asyncio.run(sensor_loop(sensor, interval=0, cycles=1, refresh=refresh))
+
+    cycle("r1")  # as saved when it started: fires
+    cycle("r2")  # disabled in the UI meanwhile: judged, fires nothing
+    cycle("r3")  # the blocks can not be read: it goes on disabled
+    assert [row.subject for row in sensor.store.history()] == ["run 'r1'"]
+    assert not sensor.automations["page-on-failure"].enabled

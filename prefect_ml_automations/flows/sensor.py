@@ -197,9 +197,24 @@ async def sensor_service(
         get_run_logger().error(problem)
     # A store that is down when the service starts is waited for, as one that goes down later.
     worker = Sensor(config, StateStore(config.store, wait=True), name=sensor)
+    reported = set(problems)
+
+    async def saved_now() -> AutomationsConfig:
+        """The blocks as saved now (a box ticked in the UI takes effect on the next poll)."""
+        config, problems, ids = await _config(None)
+        for problem in set(problems) - reported:
+            get_run_logger().error(problem)
+        reported.update(problems)
+        block_ids.update(ids)
+        return config
+
     async with heartbeats(worker.store, sensor):
         looping = sensor_loop(
-            worker, interval=interval, wake=wake_event(sensor), block_ids=block_ids
+            worker,
+            interval=interval,
+            wake=wake_event(sensor),
+            block_ids=block_ids,
+            refresh=saved_now if config_file is None else None,
         )
         on_signal = STOP_ON_SIGNALS.get()
         if on_signal is not None:
