@@ -41,7 +41,7 @@ from prefect_ml_automations.config import AutomationsConfig
 from prefect_ml_automations.decisions import Firing, Skip, merged_skips
 from prefect_ml_automations.errors import ActionError, SourceError
 from prefect_ml_automations.evaluator import Evaluator, EvaluatorState, EventBatch
-from prefect_ml_automations.events import Event
+from prefect_ml_automations.events import Event, RunEvent
 from prefect_ml_automations.redact import scrub
 from prefect_ml_automations.sources import Poll, Source
 from prefect_ml_automations.store import Cycle, StateStore, is_outage, utcnow
@@ -336,12 +336,13 @@ class Sensor:
                     # found is theirs too. Drop it; the next cycle polls from their cursor.
                     report.dropped_polls.append(one.source)
                     continue
-                intake.save_cursor(one.source, one.poll.cursor)
+                intake.save_cursor(one.source, one.poll.cursor, polled_at=now)
                 intake.put(one.poll.filling, origin=FILLING)
                 intake.put(one.poll.events, origin="poll")
             intake.release_sources([one.source for one in polled], now)
-        quiet_before = Evaluator(self.config.automations).reads([], now=now).quiet_before
         with self.store.cycle(self.name) as cycle:
+            clock = self._clock(cycle, now)
+            quiet_before = Evaluator(self.config.automations).reads([], now=clock).quiet_before
             taken = cycle.take_inbox(
                 limit, workers=intake.workers, known=intake.put_events, quiet_before=quiet_before
             )
@@ -351,12 +352,24 @@ class Sensor:
             if not events and not filling and not cycle.partitions:
                 return report
             report.events = len(events) + len(filling)
-            state = self._judge(cycle, filling, events, report, now)
+            if clock is not None and cycle.backlogged():
+                clock = None  # (the events left for the next cycle may be the runs' signs of life)
+            state = self._judge(cycle, filling, events, report, clock)
             report.quarantined = cycle.quarantined
             cycle.save(state)
         for name in report.paused:
             _announce_pause(name, report)
         return report
+
+    def _clock(self, cycle: Cycle, now: datetime) -> datetime | None:
+        """The time stalled runs are judged by: `now`, or — with sources — when every one of
+        them was last read (a tracker read a while ago, or one that can not be read, would make
+        its busy runs look quiet). None (no clock: stalls show only as late signs of life) until
+        each source has been read once."""
+        if not self.sources:
+            return now
+        read_at = cycle.read_at([source.name for source in self.sources])
+        return None if read_at is None else min(now, read_at)
 
     def _judge(
         self,
@@ -364,7 +377,7 @@ class Sensor:
         filling: list[Event],
         events: list[Event],
         report: CycleReport,
-        now: datetime,
+        now: datetime | None,
     ) -> EvaluatorState:
         """Evaluate and record, all at once; if that fails on something an event carries, find
         the events that make it fail (halving, each part in its own savepoint and from the state
@@ -373,7 +386,8 @@ class Sensor:
         state = cycle.state(keys)
         try:
             with cycle.attempt():
-                self._evaluate(cycle, state, filling, fills=True, now=now)
+                if filling:
+                    self._evaluate(cycle, state, filling, fills=True, now=now)
                 fired, held_back, paused = self._evaluate(
                     cycle, state, events, fills=False, now=now
                 )
@@ -388,13 +402,13 @@ class Sensor:
             return state
         state = cycle.state(keys)  # as the cycle found it: the failed attempt may have changed it
 
-        def settle(part: list[Event], fills: bool) -> None:
+        def settle(part: list[Event], fills: bool, clock: datetime | None) -> None:
             nonlocal state
             snapshot = state.to_bytes()
             try:
                 with cycle.attempt():
                     fired, held_back, paused = self._evaluate(
-                        cycle, state, part, fills=fills, now=now
+                        cycle, state, part, fills=fills, now=clock
                     )
             except Exception as exc:
                 if is_outage(exc):
@@ -402,8 +416,8 @@ class Sensor:
                 state = EvaluatorState.from_bytes(snapshot)
                 if len(part) > 1:
                     middle = len(part) // 2
-                    settle(part[:middle], fills)
-                    settle(part[middle:], fills)
+                    settle(part[:middle], fills, clock)
+                    settle(part[middle:], fills, clock)
                     return
                 error = f"{exc.__class__.__name__}: {exc}"
                 logger.error(
@@ -417,10 +431,30 @@ class Sensor:
             report.held_back += held_back
             report.paused += paused
 
+        # The parts are judged without the clock (a part's runs may have newer events in the
+        # next part), then the clock once, over them all.
         if filling:
-            settle(filling, True)
+            settle(filling, True, None)
         if events:
-            settle(events, False)
+            settle(events, False, None)
+        if now is not None:
+            snapshot = state.to_bytes()
+            try:
+                with cycle.attempt():
+                    if filling:
+                        self._evaluate(cycle, state, [], fills=True, now=now, of=filling)
+                    fired, held_back, paused = self._evaluate(
+                        cycle, state, [], fills=False, now=now
+                    )
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                state = EvaluatorState.from_bytes(snapshot)
+                logger.error("Stalled runs could not be judged this cycle (%s).", exc)
+            else:
+                report.fired += fired
+                report.held_back += held_back
+                report.paused += paused
         return state
 
     def _evaluate(
@@ -430,18 +464,22 @@ class Sensor:
         events: list[Event],
         *,
         fills: bool,
-        now: datetime,
+        now: datetime | None,
+        of: list[Event] | None = None,
     ) -> tuple[list[Firing], list[Skip], list[str]]:
-        """Evaluate events against `state`, with the clock at `now`, and record the firings;
-        `fills`: what a tracker held before we watched it, which fills windows and fires nothing
-        (a run that stalled before is judged then: no surprise backfill). Also the automations
-        it paused, over their budget."""
-        if not events and (fills or not cycle.partitions):
+        """Evaluate events against `state`, with the clock at `now` (None: none), and record
+        the firings; `fills`: what a tracker held before we watched it, which fills windows and
+        fires nothing — the stalls of its runs (those of `of`, by default of `events`) that the
+        clock says are past are judged then too, silently: no surprise backfill. Also the
+        automations it paused, over their budget."""
+        if not events and now is None:
             return [], [], []
         automations = self.config.automations
         if fills:
+            runs = {(e.project, e.run_id) for e in (of or events) if isinstance(e, RunEvent)}
             batch = EventBatch.from_events(events)
-            Evaluator(automations, state).evaluate(batch, since=_FAR_FUTURE, now=now)
+            evaluator = Evaluator(automations, state)
+            evaluator.evaluate(batch, since=_FAR_FUTURE, now=now, clock_runs=runs)
             return [], [], []
         left = cycle.budget_left(automations, utcnow())
         evaluator = Evaluator(automations, state, paused=cycle.paused(), budgets=left)

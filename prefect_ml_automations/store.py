@@ -649,8 +649,11 @@ class Intake:
         """What a source left last time (None before its first poll)."""
         return read_cursor(self.connection, source)
 
-    def save_cursor(self, source: str, cursor: dict[str, Any]) -> None:
-        write_cursor(self.connection, source, cursor)
+    def save_cursor(
+        self, source: str, cursor: dict[str, Any], *, polled_at: datetime | None = None
+    ) -> None:
+        """Keep a source's cursor, and when the tracker was read for it (`polled_at`)."""
+        write_cursor(self.connection, source, cursor, at=polled_at)
 
     def release_sources(self, names: Sequence[str], now: datetime) -> None:
         """These sources' polls are in: any sensor may poll them next."""
@@ -740,6 +743,32 @@ class Cycle:
         if self._paused is None:
             self._paused = frozenset(read_paused(self.connection))
         return self._paused
+
+    def read_at(self, sources: Sequence[str]) -> datetime | None:
+        """When every one of `sources` was last read (the oldest of their cursors' times; None
+        if one was never read): what the store knows of their runs is as of then."""
+        if not sources:
+            return None
+        rows = self.connection.execute(
+            sa.select(source_cursors.c.source, source_cursors.c.updated_at).where(
+                source_cursors.c.key == "cursor",
+                one_of(self.connection, source_cursors.c.source, sorted(sources)),
+            )
+        )
+        times = {row.source: row.updated_at for row in rows}
+        if set(times) != set(sources):
+            return None
+        return min(_aware(t) or t for t in times.values())
+
+    def backlogged(self) -> bool:
+        """Whether the partitions this cycle holds have inbox events it did not take (a take
+        cut at its limit): their runs' signs of life are not all in yet."""
+        if not self.partitions:
+            return False
+        waiting = sa.select(inbox.c.id).where(
+            one_of(self.connection, inbox.c.partition, self.partitions)
+        )
+        return self.connection.execute(waiting.limit(1)).first() is not None
 
     def state(self, keys: StateKeys) -> EvaluatorState:
         """The part of the evaluator state that evaluating a batch with `keys` reads (from
@@ -1016,9 +1045,12 @@ def read_cursor(connection: Connection, source: str) -> dict[str, Any] | None:
     return None if value is None else dict(json.loads(value))
 
 
-def write_cursor(connection: Connection, source: str, cursor: dict[str, Any]) -> None:
+def write_cursor(
+    connection: Connection, source: str, cursor: dict[str, Any], *, at: datetime | None = None
+) -> None:
+    """Keep a source's cursor; `updated_at` says when the tracker was read (default: now)."""
     statement = dialect_insert(connection)(source_cursors).values(
-        source=source, key="cursor", value=json.dumps(cursor), updated_at=utcnow()
+        source=source, key="cursor", value=json.dumps(cursor), updated_at=at or utcnow()
     )
     connection.execute(
         statement.on_conflict_do_update(

@@ -224,3 +224,139 @@ def test_the_dry_run_judges_stalls_by_the_files_latest_event_or_now(
     assert [line.split('"run_id":"')[1][:2] for line in printed] == ["r1", "r2"]
     assert main([*args[:3], "--now", "tomorrow"]) == 2
     assert "--now 'tomorrow' is not an ISO 8601 time" in capsys.readouterr().err
+
+
+def sensor_on(tmp_path: Path, *automations: dict[str, Any], **kwargs: Any) -> Sensor:
+    """A sensor on a SQLite store in `tmp_path`, with these automations (in YAML's shape)."""
+    config = parse_config(
+        {"store": f"sqlite:///{tmp_path}/store.db", "automations": list(automations)}, env={}
+    )
+    return Sensor(config, **kwargs)
+
+
+def stall_automation(project: str = "p") -> dict[str, Any]:
+    return {
+        "name": f"stalled-{project}",
+        "scope": {"project": project},
+        "event": {"type": "RUN_STALLED", "after": "30m"},
+        "cooldown": 0,
+        "action": {"type": "no_op"},
+    }
+
+
+def busy_run(run: str = "r1", until: float = 60) -> list[dict[str, Any]]:
+    """A running run that logs every 5 minutes until `until` minutes: never quiet for 30m."""
+    return [state(run, "running", 0)] + [
+        metric(run, i, 0.5, 5 * MIN * i) for i in range(1, int(until // 5) + 1)
+    ]
+
+
+def test_a_cycle_that_leaves_events_in_the_inbox_does_not_judge_the_clock(
+    tmp_path: Path,
+) -> None:
+    """A backlog (a sensor back from an outage, the take cut at its limit): the run's newer
+    points are still waiting, so its quiet time is not known yet."""
+    sensor = sensor_on(tmp_path, stall_automation())
+    sensor.store.put_events(events(*busy_run()), origin="push")
+    fired = []
+    while sensor.store.inbox_size():
+        fired += sensor.commit([], now=t(61), limit=3).fired
+    assert fired == []
+    assert [f.timestamp for f in sensor.commit([], now=t(91)).fired] == [t(90)]
+
+
+def test_a_trackers_history_taken_in_does_not_swallow_a_stall_elsewhere(tmp_path: Path) -> None:
+    """The history of a project newly watched is judged silently (no surprise backfill), and
+    only its own runs: a run of another project whose stall is due in that cycle fires."""
+    sensor = sensor_on(tmp_path, stall_automation("p"), stall_automation("q"))
+    sensor.store.put_events(
+        events(state("r1", "running", 0), metric("r1", 1, 0.5, 5 * MIN)), origin="push"
+    )
+    assert sensor.commit([], now=t(6)).fired == []
+    old = [state("old", "running", 0, project="q"), metric("old", 1, 0.5, MIN, project="q")]
+    sensor.store.put_events(events(*old), origin="fill")
+    assert [(f.run_id, f.timestamp) for f in sensor.commit([], now=t(40)).fired] == [("r1", t(35))]
+
+
+def test_the_clock_waits_when_an_event_can_not_be_evaluated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event evaluation trips over is quarantined by halving the batch: the halves are
+    judged without the clock (a run's newer points may be in the other half), then the clock
+    once, over all of them."""
+    import prefect_ml_automations.sensor as sensor_module
+
+    class Tripping(Evaluator):
+        def evaluate(self, events: Any, **kwargs: Any) -> Any:
+            if any(run_id == "poison" for _, run_id in events.runs):
+                raise RuntimeError("a bug this event finds")
+            return super().evaluate(events, **kwargs)
+
+    monkeypatch.setattr(sensor_module, "Evaluator", Tripping)
+    sensor = sensor_on(tmp_path, stall_automation())
+    story = [*busy_run(), metric("poison", 1, 0.5, 60 * MIN)]
+    sensor.store.put_events(events(*story), origin="push")
+    report = sensor.commit([], now=t(61))
+    assert (report.quarantined, report.fired) == (1, [])
+    assert [f.timestamp for f in sensor.commit([], now=t(91)).fired] == [t(90)]
+
+
+class Tracker:
+    """A source that can be taken down: while down, its poll fails."""
+
+    name = "tracker"
+
+    def __init__(self) -> None:
+        self.down = False
+        self.waiting: list[Any] = []
+
+    def poll(self, cursor: Any, now: Any) -> Any:
+        from prefect_ml_automations.errors import SourceError
+        from prefect_ml_automations.sources import Poll
+
+        if self.down:
+            raise SourceError("the tracker answered 503")
+        found, self.waiting = self.waiting, []
+        return Poll(events=found, cursor={"polled": now.isoformat()})
+
+
+def test_a_tracker_that_can_not_be_read_stops_the_clock_for_stalls(tmp_path: Path) -> None:
+    """Its runs' signs of life wait unread in the tracker: their quiet time is judged as of
+    when it was last read, so a tracker down for longer than `after` pages nobody."""
+    tracker = Tracker()
+    sensor = sensor_on(tmp_path, stall_automation(), sources=[tracker])
+    tracker.waiting = events(state("r1", "running", 0), metric("r1", 1, 0.5, 5 * MIN))
+    assert sensor.evaluate(now=t(6)).fired == []
+    tracker.down = True
+    tracker.waiting = events(metric("r1", 2, 0.5, 20 * MIN), metric("r1", 3, 0.5, 35 * MIN))
+    assert sensor.evaluate(now=t(40)).fired == []  # read last at 10:06: not quiet for 30m then
+    tracker.down = False
+    assert sensor.evaluate(now=t(45)).fired == []
+    assert [f.timestamp for f in sensor.evaluate(now=t(66)).fired] == [t(65)]
+
+
+def test_an_automation_renamed_to_another_kind_keeps_its_runs_readable(tmp_path: Path) -> None:
+    """What a run remembers of a `for_points` automation, when an automation of that name is
+    now a RUN_STALLED one (or the other way round), is kept beside it — never a row no cycle
+    can read again."""
+    streaky = {
+        "name": "x",
+        "scope": {"project": "p"},
+        "event": {"type": "RUN_METRIC", "metric": "acc", "window": 1, "operator": ">",
+                  "threshold": 0, "for_points": 3},
+        "cooldown": 0,
+        "action": {"type": "no_op"},
+    }  # fmt: skip
+    first = sensor_on(tmp_path, streaky)
+    first.store.put_events(
+        events(state("r1", "running", 0), metric("r1", 1, 0.5, MIN)), origin="push"
+    )
+    first.commit([], now=t(2))
+    second = sensor_on(tmp_path, {**stall_automation(), "name": "x"})
+    second.store.put_events(events(beat("r1", 5 * MIN)), origin="push")
+    assert [f.automation for f in second.commit([], now=t(40)).fired] == ["x"]
+    third = sensor_on(tmp_path, streaky)
+    third.store.put_events(events(metric("r1", 2, 0.5, 50 * MIN)), origin="push")
+    assert third.commit([], now=t(51)).fired == []  # the streak goes on: 2 points, not 3
+    third.store.put_events(events(metric("r1", 3, 0.5, 51 * MIN)), origin="push")
+    assert [f.step for f in third.commit([], now=t(52)).fired] == [3]

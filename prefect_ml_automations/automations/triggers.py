@@ -261,6 +261,9 @@ class RunState(RunTrigger):
         return "run enters " + " or ".join(self.states)
 
 
+_POSITIVE_AFTER = "must be a positive duration such as '30m' (a run is never quiet for no time)"
+
+
 class RunStalled(RunTrigger):
     """A running run has shown no sign of life — no metric point, no heartbeat, no state — for
     `after`: it fires once per stall, at the moment the quiet time reached `after`.
@@ -276,13 +279,19 @@ class RunStalled(RunTrigger):
         "heartbeat) before it counts as stalled: '30m', '2h', …",
     )
 
+    @field_validator("after", mode="before")
+    @classmethod
+    def _not_negative(cls, value: Any) -> Any:
+        negative = isinstance(value, int | float) and not isinstance(value, bool) and value < 0
+        if negative or (isinstance(value, str) and value.strip().startswith("-")):
+            raise ValueError(_POSITIVE_AFTER)
+        return value
+
     @field_validator("after")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
-            raise ValueError(
-                "must be a positive duration such as '30m' (a run is never quiet for no time)"
-            )
+            raise ValueError(_POSITIVE_AFTER)
         return value
 
     @property

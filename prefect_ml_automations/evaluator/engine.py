@@ -11,9 +11,9 @@ segment layout of `series`; run states and artifact events, which are few, one b
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -229,12 +229,15 @@ class Evaluator:
         since: datetime | None = None,
         explain: bool = False,
         now: datetime | None = None,
+        clock_runs: Collection[tuple[str, str]] | None = None,
     ) -> Evaluation:
         """Judge a batch (arrival order). Triggering events before `since` fire nothing but
         still fill windows and baselines. `now`: the clock, which tells the runs that stalled
         since their last sign of life (`RUN_STALLED`); without it, a stall is seen only when
-        the run's next event arrives late."""
+        the run's next event arrives late. `clock_runs`: the clock judges only the stalls of
+        these (project, run_id) runs (None: of every run)."""
         batch = events if isinstance(events, EventBatch) else EventBatch.from_events(events)
+        since, now = _utc(since), _utc(now)  # (naive: UTC, as in events)
         since_ns = NO_TIME if since is None else to_ns(since)
         out = Evaluation()
         held = _HeldBack()
@@ -263,7 +266,7 @@ class Evaluator:
             self._artifact_events(chunk, since_ns, explain, out)
             run.remember()
         if self._stalled:
-            self._stalls_by(now, AFTER_EVERY_EVENT, since_ns, explain, out)
+            self._stalls_by(now, clock_runs, since_ns, explain, out)
         self._note_quiet()
         out.firings.sort(key=lambda f: (f.arrival, self._rank[f.automation]))
         out.skips = merged_skips(held.skips(self.state) + out.skips)
@@ -411,12 +414,23 @@ class Evaluator:
         np.maximum.at(runs.active, run.row_run, columns.ts)
 
     def _stalls_by(
-        self, now: datetime | None, arrival: int, since_ns: int, explain: bool, out: Evaluation
+        self,
+        now: datetime | None,
+        clock_runs: Collection[tuple[str, str]] | None,
+        since_ns: int,
+        explain: bool,
+        out: Evaluation,
     ) -> None:
-        """Judge the stalls due by `now` (after every event of the batch: at `arrival` on)."""
+        """Judge the stalls due by `now` (of `clock_runs` only, if given), after every event
+        of the batch."""
         runs = self.state.runs
         n = len(runs)
         running = self._running()
+        judged_now = running
+        if clock_runs is not None:
+            only = np.zeros(n, bool)
+            only[[c for key in clock_runs if (c := runs.index.get(key)) is not None]] = True
+            judged_now = running & only
         for automation in self._stalled:
             trigger = _stall(automation)
             judged = self.state.stall_judged_for(automation.name)
@@ -425,7 +439,7 @@ class Evaluator:
             if now is not None:
                 found = due(
                     active=runs.active[:n],
-                    running=running,
+                    running=judged_now,
                     judged=judged[:n],
                     watched=watched,
                     after_ns=trigger.after_ns,
@@ -437,7 +451,7 @@ class Evaluator:
                     automation,
                     code,
                     int(runs.active[code]),
-                    arrival=arrival,
+                    arrival=AFTER_EVERY_EVENT,
                     name=runs.name[code],
                     user=runs.user[code],
                     since_ns=since_ns,
@@ -518,6 +532,11 @@ class Evaluator:
                 reason = (
                     f"quiet since {from_ns(active).isoformat()}; without a clock (`now`) a "
                     "stall shows only when the run's next event arrives late"
+                )
+            elif active > to_ns(now):
+                reason = (
+                    f"last sign of life at {from_ns(active).isoformat()}, after the clock's "
+                    f"time {now.isoformat()}"
                 )
             else:
                 reason = (
@@ -1140,6 +1159,12 @@ def metric_windows(
         if metric_pass.ingest(Evaluation()):
             yield piece.columns.arrival[metric_pass.rows], metric_pass
             metric_pass.remember()
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def _stall(automation: Automation) -> RunStalled:

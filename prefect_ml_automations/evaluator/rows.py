@@ -67,11 +67,12 @@ class RunRow:
     name: str | None
     user: str | None
     state: str | None
-    #: JSON, keys sorted: {automation: time (ns) of the run's last firing} — or, for an
-    #: automation whose condition has held at the run's latest trigger points (`for_points`,
-    #: `rearm`), {automation: [that time or null, points in a row, fired during them, the
-    #: step they were counted to]}; for a `RUN_STALLED` automation that judged a stall of the
-    #: run, {automation: [that time or null, the sign of life the stall followed]}.
+    #: JSON, keys sorted: {automation: time (ns) of the run's last firing} — or, with more to
+    #: remember, {automation: {"fired": that time, "streak": [points in a row where the
+    #: condition held (`for_points`, `rearm`), fired during them, the step they were counted
+    #: to], "stall": the sign of life after which a stall was judged (`RUN_STALLED`)}}, each
+    #: key only when it applies. (Versions before RUN_STALLED wrote a streak as the list
+    #: [time or null, points, fired, step]; it is read as such.)
     fired: str
     #: The run's last sign of life (ns), and the same while a stall may still fire for it.
     active: int | None = None
@@ -127,6 +128,29 @@ def members_json(members: dict[int, list[str]]) -> str:
     return json.dumps({str(k): ids for k, ids in members.items()}, sort_keys=True)
 
 
+def _memory(memory: Any) -> tuple[int | None, tuple[int, bool, int] | None, int | None]:
+    """(last firing, streak, stall judged) of one automation's memory of a run; what does not
+    read as such (a row written for an automation of another kind with the same name, say) is
+    forgotten rather than failing every cycle of the run's project."""
+    if isinstance(memory, bool):
+        return None, None, None
+    if isinstance(memory, int):
+        return memory, None, None
+    if isinstance(memory, list) and len(memory) == 4:  # (as versions before RUN_STALLED wrote)
+        memory = {"fired": memory[0], "streak": memory[1:]}
+    if not isinstance(memory, dict):
+        return None, None, None
+    ns, streak, judged = memory.get("fired"), memory.get("streak"), memory.get("stall")
+    ok_streak = (
+        isinstance(streak, list) and len(streak) == 3 and all(isinstance(v, int) for v in streak)
+    )
+    return (
+        ns if isinstance(ns, int) and not isinstance(ns, bool) else None,
+        (int(streak[0]), bool(streak[1]), int(streak[2])) if ok_streak else None,  # type: ignore[index]
+        judged if isinstance(judged, int) and not isinstance(judged, bool) else None,
+    )
+
+
 def _times(values: list[int | None]) -> npt.NDArray[np.int64]:
     return np.array([NO_TIME if v is None else v for v in values], np.int64)
 
@@ -153,16 +177,13 @@ def state_from_rows(rows: StateRows) -> EvaluatorState:
     stalls: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for code, run in enumerate(rows.runs.values()):
         for automation, memory in json.loads(run.fired).items():
-            if isinstance(memory, list) and len(memory) == 2:
-                ns, judged = memory
-                stalls[automation].append((code, judged))
-            elif isinstance(memory, list):
-                ns, streak, spent, at = memory
-                streaks[automation].append((code, streak, spent, at))
-            else:
-                ns = memory
+            ns, held_for, stall = _memory(memory)
             if ns is not None:
                 fired[automation].append((code, ns))
+            if held_for is not None:
+                streaks[automation].append((code, *held_for))
+            if stall is not None:
+                stalls[automation].append((code, stall))
     for automation, pairs in fired.items():
         last = np.full(len(keys), NO_TIME, np.int64)
         codes, times = zip(*pairs, strict=True)
@@ -213,17 +234,24 @@ def rows_of(state: EvaluatorState) -> StateRows:
         last = state.last_fired[automation][: len(runs)]
         for code in np.flatnonzero(last != NO_TIME).tolist():
             fired[code][automation] = int(last[code])
+
+    def more(code: int, automation: str) -> dict[str, Any]:
+        """The run's memory of `automation` as a dict (its last firing's time kept)."""
+        memory = fired[code].get(automation)
+        if not isinstance(memory, dict):
+            memory = fired[code][automation] = {} if memory is None else {"fired": memory}
+        return memory
+
     for automation in sorted(state.streaks):
         streak = state.streaks[automation][: len(runs)]
         spent = state.spent[automation][: len(runs)]
         at = state.streak_at[automation][: len(runs)]
         for code in np.flatnonzero(streak > 0).tolist():
-            ns = fired[code].get(automation)  # (an int: only the streaks' entries are lists)
-            fired[code][automation] = [ns, int(streak[code]), bool(spent[code]), int(at[code])]
+            more(code, automation)["streak"] = [int(streak[code]), bool(spent[code]), int(at[code])]
     for automation in sorted(state.stall_judged):
         judged = state.stall_judged[automation][: len(runs)]
         for code in np.flatnonzero(judged != NO_TIME).tolist():
-            fired[code][automation] = [fired[code].get(automation), int(judged[code])]
+            more(code, automation)["stall"] = int(judged[code])
     out = StateRows()
     active = runs.active[: len(runs)].tolist()
     quiet = runs.quiet[: len(runs)].tolist()
