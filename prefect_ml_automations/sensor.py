@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from prefect_ml_automations.automations import RunStalled
 from prefect_ml_automations.config import AutomationsConfig
 from prefect_ml_automations.decisions import Firing, Skip, merged_skips
 from prefect_ml_automations.errors import ActionError, SourceError
@@ -365,7 +366,9 @@ class Sensor:
         """The time stalled runs are judged by: `now`, or — with sources — when every one of
         them was last read (a tracker read a while ago, or one that can not be read, would make
         its busy runs look quiet). None (no clock: stalls show only as late signs of life) until
-        each source has been read once."""
+        each source has been read once; also None without a `RUN_STALLED` automation."""
+        if not any(isinstance(a.event, RunStalled) and a.enabled for a in self.config.automations):
+            return None
         if not self.sources:
             return now
         read_at = cycle.read_at([source.name for source in self.sources])
