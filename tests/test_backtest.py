@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from prefect_ml_automations import backtest
 from prefect_ml_automations.backtest import arrivals
 from prefect_ml_automations.cli import main
 from prefect_ml_automations.evaluator.batch import EventBatch
@@ -616,10 +617,14 @@ def test_events_arrive_by_their_time_and_a_run_keeps_the_order_of_its_points() -
     assert [(i, e.type) for i, e in laid_out.batch.artifacts] == [(3, "CREATE_ARTIFACT")]
 
 
-def test_the_batch_is_the_one_from_events_makes_of_the_sorted_events() -> None:
-    """Laid out column-wise, the batch is `EventBatch.from_events` of the events sorted by time
-    (stably) — with system metrics, values that do not count, run states, artifact events, run
-    creation times and names, and events after `now` left out."""
+@pytest.mark.parametrize("block", [2, 3, 1000], ids=lambda n: f"blocks-of-{n}")
+def test_the_batch_is_the_one_from_events_makes_of_the_sorted_events(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Laid out column-wise, a block of points at a time, the batch is `EventBatch.from_events`
+    of the events sorted by time (stably) — with system metrics, values that do not count, run
+    states, artifact events, run creation times and names, and events after `now` left out."""
+    monkeypatch.setattr(backtest, "BLOCK", block)
     t = NOW - DAY
     events = [
         point("r1", 0, 0.5, t, run_name="one", user="alice", run_created_at=iso(t - HOUR)),
