@@ -27,6 +27,7 @@ from prefect_ml_automations.events import EARLIEST, LATEST
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from prefect_ml_automations.backtest import Backtest
     from prefect_ml_automations.store import HistoryRow, StateStore
 
 
@@ -126,6 +127,158 @@ def evaluate(
         f"{count} firing{'s' if count != 1 else ''} (dry run: nothing was started).",
         file=sys.stderr,
     )
+
+
+@app.command
+def backtest(
+    file: ConfigFile,
+    *,
+    since: Annotated[
+        str,
+        Parameter(
+            help="Where the backtest starts: a duration before --now (30d, 12h, 90m) or an ISO "
+            "8601 time (naive = UTC). Earlier history only fills windows and baselines."
+        ),
+    ] = "30d",
+    now: Annotated[
+        str | None,
+        Parameter(
+            help="Where it ends, an ISO 8601 time (default: now); what the trackers date after "
+            "it is left out."
+        ),
+    ] = None,
+    automation: Annotated[
+        list[str] | None,
+        Parameter(
+            name="--automation",
+            help="Only this automation (repeat for more); a disabled one is backtested as if "
+            "enabled.",
+        ),
+    ] = None,
+    explain: Annotated[
+        bool,
+        Parameter(
+            help="Also say, per automation and subject, why it did or did not fire (stderr)."
+        ),
+    ] = False,
+    explain_json: Annotated[
+        bool,
+        Parameter(
+            help="Print every decision as a JSON record on stdout, after the firings (as "
+            "`evaluate --explain-json` does)."
+        ),
+    ] = False,
+) -> None:
+    """What the automations would have fired over what the trackers already hold: read each
+    source once, replay its history in time order, print the firings as JSON lines (as
+    `evaluate` does) and a count per automation; start nothing."""
+    from prefect_ml_automations.backtest import backtest as run_backtest
+    from prefect_ml_automations.config import load_config
+    from prefect_ml_automations.dry_run import decision_records, explain_lines
+
+    end = _parse_time(now, "--now") if now is not None else datetime.now(UTC)
+    start = _backtest_start(since, end)
+    config = load_config(file)
+    if not config.sources:
+        raise BadInputError(
+            f"{file} names no sources, so there is no tracker history to backtest; add an MLflow "
+            "or W&B source under 'sources:', or dry-run a file of events with `ml-automations "
+            "evaluate`."
+        )
+    for name in automation or ():
+        _known_automation(config.automations, name, file)
+    if automation is None and not any(a.enabled for a in config.automations):
+        raise BadInputError(
+            f"{file} has no enabled automation to backtest; name a disabled one with "
+            "--automation to backtest it as if enabled."
+        )
+    with _step_progress() as progress:
+        result = run_backtest(
+            config,
+            since=start,
+            now=end,
+            automations=automation,
+            explain=explain or explain_json,
+            progress=progress,
+        )
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    out = sys.stdout
+    for firing in result.evaluation.firings:
+        out.write(firing.to_json() + "\n")
+    if explain_json:
+        for record in decision_records(result.evaluation):
+            out.write(json.dumps(record) + "\n")
+    if explain:
+        backtested = config.model_copy(update={"automations": result.automations})
+        for line in explain_lines(backtested, result.evaluation):
+            print(line, file=sys.stderr)
+    for line in _backtest_summary(result):
+        print(line, file=sys.stderr)
+
+
+def _backtest_start(since: str, end: datetime) -> datetime:
+    """`--since` as a time: a duration before `end`, or an ISO 8601 time before it."""
+    from datetime import timedelta
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from prefect_ml_automations.automations._types import Duration
+
+    try:
+        moment = end - TypeAdapter(Duration).validate_python(since)
+    except ValidationError as exc:
+        if "at most" in str(exc):
+            raise BadInputError(
+                f"--since {since!r} is longer than a duration may be (365 days); give the start "
+                "as an ISO 8601 time instead, like 2025-01-01T00:00:00Z."
+            ) from None
+        try:
+            moment = datetime.fromisoformat(since)
+        except ValueError:
+            raise BadInputError(
+                f"--since {since!r} is neither a duration nor an ISO 8601 time; write it like "
+                "30d, 12h, 90m or 2026-01-01T09:00:00Z."
+            ) from None
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    if end - moment <= timedelta(0):
+        raise BadInputError(
+            f"--since {since!r} does not start before --now ({_iso(end)}), so nothing could "
+            "fire; give an earlier start or a later --now."
+        )
+    return moment
+
+
+def _backtest_summary(result: Backtest) -> list[str]:
+    """For a person: what was read, the span, and a table of firings and held-back matches."""
+    lines = [
+        f"Read source {read.source!r}: {_many(read.points, 'metric point')}, "
+        f"{_many(read.states, 'run state')}, {_many(read.versions, 'created version')}."
+        for read in result.read
+    ]
+    if result.after_now:
+        lines.append(f"Left out {_many(result.after_now, 'event')} dated after --now.")
+    lines.append(
+        f"Backtest from {_iso(result.since)} to {_iso(result.now)}, over "
+        f"{_many(result.events, 'event')}:"
+    )
+    rows = [("automation", "firings", "held back")] + [
+        (t.automation, f"{t.firings:,}", f"{t.held_back:,}") for t in result.tallies()
+    ]
+    wide = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines += [f"  {a:<{wide[0]}}  {f:>{wide[1]}}  {h:>{wide[2]}}" for a, f, h in rows]
+    count = len(result.evaluation.firings)
+    lines.append(f"{_many(count, 'firing')} (backtest: nothing was started).")
+    return lines
+
+
+def _many(count: int, thing: str) -> str:
+    """`1 event`, `1,200 events`."""
+    return f"{count:,} {thing}{'s' if count != 1 else ''}"
+
+
+def _iso(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 @app.command
@@ -795,6 +948,21 @@ def _progress(what: str) -> Iterator[Callable[[int], None] | None]:
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(what)
         yield lambda count: progress.update(task, description=f"{what}: {count:,} events")
+
+
+@contextmanager
+def _step_progress() -> Iterator[Callable[[str], None] | None]:
+    """A spinner on stderr naming the step under way, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"))
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("Starting")
+        yield lambda step: progress.update(task, description=f"{step}…")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

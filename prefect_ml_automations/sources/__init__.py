@@ -5,6 +5,9 @@ transaction keeps the poll only if that cursor is still the stored one, so the c
 exactly when the events it found are evaluated and recorded. A source with
 no cursor starts watching *now*: what the tracker already holds is read only to fill windows and
 baselines (`Poll.filling`), never to fire (SPEC §3.10).
+
+`read_history` is that first look on its own: what a tracker holds, for `fetch_metric_history`
+and the backtest.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ class Poll:
     filling: list[Event] = field(default_factory=list)
     cursor: dict[str, Any] = field(default_factory=dict)
     calls: int = 0
+    #: On a first poll: the artifact versions the tracker already held, each as its arrival
+    #: event stamped with the time the tracker dates it by (MLflow's model versions and logged
+    #: models, W&B's project artifact versions). A sensor never fires them (they are what it
+    #: found when it started watching); a backtest replays them.
+    versions: list[Event] = field(default_factory=list)
 
 
 class Source(Protocol):
@@ -66,3 +74,26 @@ class Cursor(BaseModel):
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+@dataclass
+class TrackerHistory:
+    """What a tracker already holds, as a source's first poll reads it."""
+
+    source: str
+    #: Metric points and run states (each run's current state, at the time the tracker gives
+    #: it), in the order they were logged.
+    events: list[Event]
+    #: Artifact versions the tracker dates (`Poll.versions`).
+    versions: list[Event]
+    calls: int = 0
+
+
+def read_history(source: Source, now: datetime) -> TrackerHistory:
+    """Everything `source` watches that its tracker already holds: the source's first poll
+    (`poll(None, now)`), which a sensor reads only to fill windows and baselines.
+
+    Raises `SourceError` when the tracker can not be read.
+    """
+    poll = source.poll(None, now)
+    return TrackerHistory(source.name, [*poll.filling, *poll.events], poll.versions, poll.calls)

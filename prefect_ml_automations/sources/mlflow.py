@@ -126,9 +126,11 @@ class MLflowSource:
         sink = out.filling if first else out.events
         experiments = self._experiments()
         self._runs(experiments, state.runs, state.polled_ms, first, sink)
+        # (A first poll fires nothing; the versions already there go to `out.versions`.)
+        new_versions = out.versions if first else out.events
         if self.watch_registry:
-            self._registry(state.registry, now, first, out.events)
-        self._logged_models(experiments, state.logged, state.polled_ms, first, out.events)
+            self._registry(state.registry, now, first, new_versions)
+        self._logged_models(experiments, state.logged, state.polled_ms, first, new_versions)
         state.polled_ms = now_ms
         out.cursor = state.dump()
         out.calls = self.calls
@@ -255,7 +257,9 @@ class MLflowSource:
                 unlinks=False,
                 now=now.isoformat(),
             )
-            if not first:
+            if first:  # only the versions are dated: MLflow keeps no time for aliases, tags
+                sink.extend(e for e in events if e.type == "LINK_ARTIFACT")
+            else:
                 sink.extend(events)
 
     def _logged_models(
@@ -277,8 +281,6 @@ class MLflowSource:
             key = f"{model.experiment_id}/{model.name}"
             counts[key] = counts.get(key, 0) + 1
             newest = max(newest, model.creation_timestamp)
-            if first:
-                continue
             sink.append(
                 event_from_dict(
                     {

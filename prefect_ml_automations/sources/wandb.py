@@ -347,8 +347,9 @@ class WandbSource:
                 out.filling if new else out.events,
             )  # fmt: skip
             self._collections(
-                {"project": project}, project, entity, name, state, new, now, missing, out.events
-            )
+                {"project": project}, project, entity, name, state, new, now, missing,
+                out.versions if new else out.events,
+            )  # fmt: skip
             if new:
                 state.watching.append(project)
         for registry in sorted(self.registries):
@@ -361,8 +362,9 @@ class WandbSource:
             )
             new = home not in state.watching
             self._collections(
-                {"registry": registry}, home, org, home, state, new, now, missing, out.events
-            )
+                {"registry": registry}, home, org, home, state, new, now, missing,
+                out.versions if new else out.events,
+            )  # fmt: skip
             if new:
                 state.watching.append(home)
         state.polled_at = now
@@ -535,7 +537,9 @@ class WandbSource:
         sink: list[Event],
     ) -> None:
         """Diff every collection of a project (`home` is `entity/project`) or a registry (`home`
-        is `wandb-registry-<name>`, `entity` the organization's) against its snapshot."""
+        is `wandb-registry-<name>`, `entity` the organization's) against its snapshot. When the
+        project or registry is `new`, nothing fires: only the versions W&B dates (those created
+        in a project's sequences; a link into a portfolio has no time) go to `sink`."""
         edges = self._edges(
             COLLECTIONS,
             ("project", "artifactCollections"),
@@ -557,6 +561,8 @@ class WandbSource:
             )
             if not new:
                 sink.extend(events)
+            elif not portfolio:
+                sink.extend(e for e in events if e.type == "CREATE_ARTIFACT")
 
     def _versions(
         self, entity: str, name: str, collection: dict[str, Any], linked: datetime | None

@@ -1,8 +1,9 @@
 """Read a tracker into a metric frame: every point of some metrics of a project's runs.
 
 It reads what a sensor reads when it starts watching a project (the source's first look, which
-fills windows and baselines), so the frame holds exactly the points the evaluator would see —
-the same runs, steps, system metrics and run creation times, in the order they were logged.
+fills windows and baselines: `sources.read_history`, which the backtest reads through too), so the
+frame holds exactly the points the evaluator would see — the same runs, steps, system metrics and
+run creation times, in the order they were logged.
 
     from prefect import flow
     from prefect_ml_automations.blocks import MLflowTrackerBlock
@@ -46,15 +47,15 @@ def fetch_metric_history(
     experiment name, or W&B's `entity/project` (its entity must be the block's). Rows are in the
     order the points were logged: the frame's arrival order.
     """
+    from prefect_ml_automations.sources import read_history
     from prefect_ml_automations.store import utcnow
     from prefect_ml_automations.tasks.metrics import events_to_frame
 
-    source = _source(tracker, project)
-    poll = source.poll(None, now or utcnow())
+    history = read_history(_source(tracker, project), now or utcnow())
     wanted = None if metrics is None else set(metrics)
     points = [
         event
-        for event in (*poll.filling, *poll.events)
+        for event in history.events
         if isinstance(event, MetricEvent) and (wanted is None or event.metric in wanted)
     ]
     return events_to_frame(points)
