@@ -180,9 +180,7 @@ def bulk(runs: int, steps: int, naive_points: int) -> list[str]:
     if repeat > 1:  # a RUN_STALLED automation on the same project: every event a sign of life
         with_stalls = [*AUTOMATIONS, STALLED]
         latest = batch.latest
-        stall_seconds, _ = timed(
-            lambda: Evaluator(with_stalls).evaluate(batch, now=latest), repeat
-        )
+        stall_seconds, _ = timed(lambda: Evaluator(with_stalls).evaluate(batch, now=latest), repeat)
         print(
             f"        with a RUN_STALLED automation too (the clock at the last point): "
             f"{stall_seconds:6.2f} s ({stall_seconds / seconds:.2f}× the three alone)"

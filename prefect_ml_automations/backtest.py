@@ -213,15 +213,17 @@ def replay(
     progress: Callable[[str], None] | None = None,
 ) -> Backtest:
     """Evaluate what the trackers hold in the order it would have arrived (`arrivals`), firing
-    from `since` on. A pure function of its inputs: `now` is the backtest's end, not the clock
-    (the evaluator gets it too once it judges runs on a clock)."""
+    from `since` on. A pure function of its inputs: `now` is the backtest's end, not the wall
+    clock, and the clock stalled runs are judged by."""
     if progress is not None:
         count = sum(len(h.events) + len(h.versions) for h in histories)
         progress(f"Ordering {count:,} events by their times")
     laid_out = arrivals(histories, now)
     if progress is not None:
         progress(f"Evaluating {laid_out.batch.size:,} events")
-    evaluation = Evaluator(automations).evaluate(laid_out.batch, since=since, explain=explain)
+    evaluation = Evaluator(automations).evaluate(
+        laid_out.batch, since=since, explain=explain, now=now
+    )
     return Backtest(since, now, list(automations), evaluation, laid_out.read, laid_out.after_now)
 
 

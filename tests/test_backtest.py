@@ -670,3 +670,34 @@ def same_batch(batch: EventBatch, expected: EventBatch) -> None:
     assert np.array_equal(batch.created, expected.created)
     for table in ("runs", "metrics", "names", "users", "states", "artifacts"):
         assert getattr(batch, table) == getattr(expected, table), table
+
+
+def test_a_run_left_running_that_went_quiet_is_a_stall_in_the_backtest(
+    tracker: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MLflow never marks a dead process's run as failed: the backtest sees its stalls from the
+    history (a gap in its points) and from its clock, `--now`. (A run that has ended is known
+    only in its last state: the tracker keeps no history of states, so its stalls are not
+    replayed.)"""
+    client = mlflow.MlflowClient(tracker)
+    experiment = client.create_experiment("team/vision")
+    log_run(client, experiment, "hung", NOW - 3 * DAY, [0.5, 0.4, 0.3], 10 * MINUTE)
+    log_run(client, experiment, "gap", NOW - 2 * DAY, [0.5, 0.4], 5 * HOUR)
+    stalled = """\
+  - name: stalled
+    scope: {project: team/vision}
+    event: {type: RUN_STALLED, after: 2h}
+    cooldown: 0
+    action: {type: no_op}
+"""
+    sources = f"  - {{name: local, type: mlflow, tracking_uri: '{tracker}'}}\n"
+    config = write_config(tmp_path, sources, stalled)
+    code, out, _ = run(capsys, "backtest", str(config), "--now", iso(NOW))
+    assert code == 0
+    assert [
+        (r["run_name"], r["timestamp"], r["quiet_since"]) for r in map(json.loads, out.splitlines())
+    ] == [
+        ("gap", iso(NOW - 2 * DAY + 2 * HOUR), iso(NOW - 2 * DAY)),  # (seen at its next point)
+        ("hung", iso(NOW - 3 * DAY + 20 * MINUTE + 2 * HOUR), iso(NOW - 3 * DAY + 20 * MINUTE)),
+        ("gap", iso(NOW - 2 * DAY + 7 * HOUR), iso(NOW - 2 * DAY + 5 * HOUR)),
+    ]

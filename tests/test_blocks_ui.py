@@ -111,7 +111,11 @@ CASES: dict[str, dict[str, Any]] = {
         "scope": PROJECT,
         "event": {"type": "RUN_STALLED", "after": "45m"},
         "filters": {"run_name": "^train-"},
-        "action": {"type": "notification", "block": "slack-webhook/team-alerts", "severity": "error"},
+        "action": {
+            "type": "notification",
+            "block": "slack-webhook/team-alerts",
+            "severity": "error",
+        },
     },
     "run metric, disabled, from a named source, plain webhook": {
         "description": "Page when the loss is low enough.",
