@@ -137,8 +137,11 @@ def backtest(
         try:
             histories.append(read_history(source, now))
         except SourceError as exc:
+            named = f"Source {source.name!r}"
+            if str(exc).startswith(named):  # (it says which source already)
+                raise SourceError(f"{exc} Nothing was backtested.") from exc
             raise SourceError(
-                f"Source {source.name!r} could not be read, so nothing was backtested: {exc}"
+                f"{named} could not be read, so nothing was backtested: {exc}"
             ) from exc
     result = replay(histories, chosen, since=since, now=now, explain=explain, progress=progress)
     result.notes = notes(config, chosen)

@@ -151,6 +151,7 @@ def backtest(
         list[str] | None,
         Parameter(
             name="--automation",
+            negative=(),
             help="Only this automation (repeat for more); a disabled one is backtested as if "
             "enabled.",
         ),

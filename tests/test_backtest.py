@@ -28,9 +28,8 @@ from .wandb_fake import MODELS, FakeRun, FakeWandb, stamp
 
 mlflow = pytest.importorskip("mlflow", reason="the MLflow source needs the [mlflow] extra")
 
-#: The backtests' "now", and the start of their default 30 days.
+#: The backtests' "now" (their default 30 days start on 2026-01-02).
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
-SINCE = NOW - timedelta(days=30)
 DAY, HOUR, MINUTE = timedelta(days=1), timedelta(hours=1), timedelta(minutes=1)
 
 
@@ -156,11 +155,7 @@ def last_month(tracker: str, tmp_path: Path) -> dict[str, Any]:
     client.log_batch(ids["recent"], metrics=[Metric("loss", 0.1, ms(NOW + HOUR), 5)])
     client.set_terminated(ids["recent"], "FAILED", end_time=ms(NOW - 2 * DAY))
     sources = f"  - {{name: local, type: mlflow, tracking_uri: '{tracker}'}}\n"
-    return {
-        "config": write_config(tmp_path, sources, LOW_LOSS + PAGE_ON_FAILURE),
-        "ids": ids,
-        "client": client,
-    }
+    return {"config": write_config(tmp_path, sources, LOW_LOSS + PAGE_ON_FAILURE), "ids": ids}
 
 
 # -- what fires -----------------------------------------------------------------------------------

@@ -278,6 +278,54 @@ def an_event_in_the_quarantine(scratch: Path) -> None:
     assert Sensor(config, store).run_once().quarantined == 1
 
 
+def a_month_of_runs_in_mlflow(scratch: Path) -> None:
+    """The README's backtest: three runs of my-team/vision in a local MLflow store, as it holds
+    them on 2026-02-01 — one from 45 days before, one whose loss sat at 0.25 from 31.5 days
+    before, one that converged 3 days before and failed the day after."""
+    from datetime import UTC, datetime, timedelta
+
+    mlflow = pytest.importorskip("mlflow", reason="the backtest example reads an MLflow store")
+    from mlflow.entities import Metric
+
+    (scratch / "automations.yaml").write_text(
+        "sources:\n  - {name: local, type: mlflow, tracking_uri: 'sqlite:///mlflow.db'}\n"
+        "automations:\n"
+        "  - name: low-loss\n    scope: {project: my-team/vision}\n"
+        "    event: {type: RUN_METRIC, metric: loss, window: 3, operator: '<', threshold: 0.3}\n"
+        "    action: {type: run_deployment, deployment: evaluate-model/default}\n"
+        "  - name: page-on-failure\n    scope: {project: my-team/vision}\n"
+        "    event: {type: RUN_STATE, states: [failed]}\n    action: {type: no_op}\n"
+        "  - name: deploy-on-production\n"
+        "    scope: {registry: models, collection: churn-classifier}\n"
+        '    event: {type: ADD_ARTIFACT_ALIAS, alias: "^production$"}\n'
+        "    action: {type: run_deployment, deployment: deploy-model/production}\n"
+    )
+    now, day, hour = datetime(2026, 2, 1, tzinfo=UTC), timedelta(days=1), timedelta(hours=1)
+    client = mlflow.MlflowClient(f"sqlite:///{scratch / 'mlflow.db'}")
+    experiment = client.create_experiment("my-team/vision")
+    for name, start, every, losses, end in (
+        ("sweep-1", now - 45 * day, day, [0.9, 0.2, 0.2, 0.2], ("FAILED", now - 41 * day)),
+        (
+            "sweep-2",
+            now - 31.5 * day,
+            day,
+            [0.25, 0.25, 0.25, 0.9, 0.1],
+            ("FINISHED", now - 26 * day),
+        ),
+        ("sweep-3", now - 3 * day, hour, [0.5, 0.3, 0.2, 0.1, 0.1], ("FAILED", now - 2 * day)),
+    ):
+        ms = int(start.timestamp() * 1000)
+        run_id = client.create_run(experiment, run_name=name, start_time=ms).info.run_id
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric("loss", loss, ms + int(step * every.total_seconds() * 1000), step)
+                for step, loss in enumerate(losses)
+            ],
+        )
+        client.set_terminated(run_id, end[0], end_time=int(end[1].timestamp() * 1000))
+
+
 @dataclass
 class Scenario:
     set_up: Callable[[Path], None] | None = None
@@ -306,6 +354,9 @@ SCENARIOS: dict[str, Scenario] = {
     "ml-automations apply automations.yaml": Scenario(a_source_and_an_automation, prefect=True),
     "ml-automations ingest automations.yaml events.jsonl": Scenario(events_past_the_door),
     "ml-automations validate big.yaml": Scenario(a_config_too_big_to_hold),
+    "ml-automations backtest automations.yaml --since 30d --now 2026-02-01T00:00:00Z": Scenario(
+        a_month_of_runs_in_mlflow
+    ),
     "ml-automations quarantine automations.yaml": Scenario(an_event_in_the_quarantine),
     "curl -s http://127.0.0.1:8765/health": Scenario(
         an_event_in_the_quarantine, prefect=True, receiver=True
