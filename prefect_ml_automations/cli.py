@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from prefect_ml_automations.backtest import Backtest
+    from prefect_ml_automations.config import AutomationsConfig
+    from prefect_ml_automations.evaluator import Evaluation
     from prefect_ml_automations.store import HistoryRow, StateStore
 
 
@@ -50,6 +52,17 @@ app = App(
 )
 
 ConfigFile = Annotated[Path, Parameter(help="The config file (YAML): sources and automations.")]
+Explain = Annotated[
+    bool,
+    Parameter(help="Also say, per automation and subject, why it did or did not fire (stderr)."),
+]
+ExplainJson = Annotated[
+    bool,
+    Parameter(
+        help="Print every decision as a JSON record with 'decision' ('fired', with its "
+        "firing_id, or 'not_fired', with the reason) on stdout, after the firings."
+    ),
+]
 
 
 @app.command
@@ -74,21 +87,8 @@ def evaluate(
         str | None,
         Parameter(help="Skip triggering events before this ISO 8601 time (naive = UTC)."),
     ] = None,
-    explain: Annotated[
-        bool,
-        Parameter(
-            help="Also say, per automation and subject, why it did or did not fire (stderr)."
-        ),
-    ] = False,
-    explain_json: Annotated[
-        bool,
-        Parameter(
-            help=(
-                "Print every decision as a JSON record with 'decision' ('fired', with its "
-                "firing_id, or 'not_fired', with the reason) on stdout, after the firings."
-            )
-        ),
-    ] = False,
+    explain: Explain = False,
+    explain_json: ExplainJson = False,
     now: Annotated[
         str | None,
         Parameter(
@@ -99,7 +99,7 @@ def evaluate(
 ) -> None:
     """Dry run: print the firings the events would cause, as JSON lines; start nothing."""
     from prefect_ml_automations.config import load_config
-    from prefect_ml_automations.dry_run import decision_records, dry_run, explain_lines
+    from prefect_ml_automations.dry_run import dry_run
 
     config = load_config(file)
     since_time = _parse_time(since, "--since") if since is not None else None
@@ -113,15 +113,7 @@ def evaluate(
             progress=progress,
             now=now_time,
         )
-    out = sys.stdout
-    for firing in evaluation.firings:
-        out.write(firing.to_json() + "\n")
-    if explain_json:
-        for record in decision_records(evaluation):
-            out.write(json.dumps(record) + "\n")
-    if explain:
-        for line in explain_lines(config, evaluation):
-            print(line, file=sys.stderr)
+    _print_decisions(config, evaluation, explain=explain, explain_json=explain_json)
     count = len(evaluation.firings)
     print(
         f"{count} firing{'s' if count != 1 else ''} (dry run: nothing was started).",
@@ -156,26 +148,14 @@ def backtest(
             "enabled.",
         ),
     ] = None,
-    explain: Annotated[
-        bool,
-        Parameter(
-            help="Also say, per automation and subject, why it did or did not fire (stderr)."
-        ),
-    ] = False,
-    explain_json: Annotated[
-        bool,
-        Parameter(
-            help="Print every decision as a JSON record on stdout, after the firings (as "
-            "`evaluate --explain-json` does)."
-        ),
-    ] = False,
+    explain: Explain = False,
+    explain_json: ExplainJson = False,
 ) -> None:
     """What the automations would have fired over what the trackers already hold: read each
     source once, replay its history in time order, print the firings as JSON lines (as
     `evaluate` does) and a count per automation; start nothing."""
     from prefect_ml_automations.backtest import backtest as run_backtest
     from prefect_ml_automations.config import load_config
-    from prefect_ml_automations.dry_run import decision_records, explain_lines
 
     end = _parse_time(now, "--now") if now is not None else datetime.now(UTC)
     start = _backtest_start(since, end)
@@ -204,18 +184,27 @@ def backtest(
         )
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    out = sys.stdout
-    for firing in result.evaluation.firings:
-        out.write(firing.to_json() + "\n")
-    if explain_json:
-        for record in decision_records(result.evaluation):
-            out.write(json.dumps(record) + "\n")
-    if explain:
-        backtested = config.model_copy(update={"automations": result.automations})
-        for line in explain_lines(backtested, result.evaluation):
-            print(line, file=sys.stderr)
+    backtested = config.model_copy(update={"automations": result.automations})
+    _print_decisions(backtested, result.evaluation, explain=explain, explain_json=explain_json)
     for line in _backtest_summary(result):
         print(line, file=sys.stderr)
+
+
+def _print_decisions(
+    config: AutomationsConfig, evaluation: Evaluation, *, explain: bool, explain_json: bool
+) -> None:
+    """A dry run's firings as JSON lines on stdout, then (`explain_json`) every decision as a
+    record there too, and (`explain`) the reasons in words on stderr."""
+    from prefect_ml_automations.dry_run import decision_records, explain_lines
+
+    for firing in evaluation.firings:
+        sys.stdout.write(firing.to_json() + "\n")
+    if explain_json:
+        for record in decision_records(evaluation):
+            sys.stdout.write(json.dumps(record) + "\n")
+    if explain:
+        for line in explain_lines(config, evaluation):
+            print(line, file=sys.stderr)
 
 
 def _backtest_start(since: str, end: datetime) -> datetime:

@@ -396,7 +396,7 @@ event_values = st.one_of(
 )
 hostile_events = st.fixed_dictionaries(
     {
-        "type": st.sampled_from(["METRIC", "RUN_STATE", "ADD_ARTIFACT_ALIAS"]),
+        "type": st.sampled_from(["METRIC", "RUN_STATE", "RUN_HEARTBEAT", "ADD_ARTIFACT_ALIAS"]),
         "project": st.sampled_from(["p", "", "p\x00"]),
         "run_id": st.text(max_size=4),
         "metric": st.sampled_from(["acc", "system.gpu", "a\x00"]),
