@@ -8,7 +8,9 @@ before any logs step s+1), one point per second per run, accuracy drifting upwar
 Three automations on it, one of each metric kind: RUN_METRIC (average of 5 > 0.6),
 RUN_METRIC_CHANGE (last 10 vs the 50 before, +5 %), RUN_METRIC_ZSCORE (30 runs, 3 σ). The 1M case
 is timed again with a RUN_STALLED automation on the same project (every point is a sign of
-life it follows), the clock at the last point.
+life it follows), the clock at the last point. And the z-score alone, against all runs and
+against finished runs only (`baseline: finished`), on 1M points of runs that log 50 at a time
+and finish one group after another (a `finished` state after each group's last step).
 
 The evaluator is timed warm — after a small batch has paid the process's one-time costs —
 best of 3 for the 1M case, once for the 10M case. Printed beside it, in the same run: one plain
@@ -33,6 +35,8 @@ import numpy as np
 
 from prefect_ml_automations.automations import Automation
 from prefect_ml_automations.evaluator import Evaluator, EvaluatorState, EventBatch
+from prefect_ml_automations.evaluator.batch import STATE_ROW, RunColumns, from_ns
+from prefect_ml_automations.events import RunStateEvent
 
 STALLED = Automation.model_validate(
     {
@@ -200,6 +204,71 @@ def bulk(runs: int, steps: int, naive_points: int) -> list[str]:
     ]
 
 
+def in_turn(runs: int, steps: int, at_once: int) -> EventBatch:
+    """`runs` × `steps` points of runs logging `at_once` at a time (step-major within each
+    group), each run's `finished` state right after its group's last step: a sweep's runs
+    finishing one group after another."""
+    points = synthetic(runs, steps).columns
+    group = points.run // at_once
+    order = np.lexsort((points.run, points.order, group))  # group, then step, then run
+    run, step, value = points.run[order], points.order[order], points.value[order]
+    ts = T0 + (group[order] * steps + step) * SECOND + run
+    last = np.flatnonzero(np.diff(group[order], append=runs // at_once)) + 1  # a group's end
+    ends = np.repeat(last, at_once)
+    ended = np.arange(runs, dtype=np.int32)
+    n = len(run) + runs
+    at_state = ends + np.arange(runs)  # the states' rows, once inserted
+    is_state = np.zeros(n, bool)
+    is_state[at_state] = True
+    columns = RunColumns(
+        arrival=np.arange(n, dtype=np.int64),
+        run=np.empty(n, np.int32),
+        name=np.full(n, -1, np.int32),
+        user=np.full(n, -1, np.int32),
+        ts=np.empty(n, np.int64),
+        metric=np.where(is_state, STATE_ROW, 0).astype(np.int32),
+        order=np.empty(n, np.int64),
+        value=np.full(n, np.nan),
+    )
+    columns.run[~is_state], columns.run[is_state] = run, ended
+    columns.ts[~is_state], columns.order[~is_state] = ts, step
+    columns.value[~is_state] = value
+    columns.ts[is_state] = ts[ends - 1] + 1 + np.arange(runs) % at_once  # (after the group)
+    columns.order[is_state] = columns.ts[is_state]
+    keys = [("bench", f"run-{i:06d}") for i in range(runs)]
+    states = [
+        (int(a), RunStateEvent.model_validate({"type": "RUN_STATE", "project": "bench",
+          "run_id": keys[r][1], "state": "finished", "timestamp": from_ns(int(t))}))
+        for a, r, t in zip(at_state, ended, columns.ts[at_state], strict=True)
+    ]  # fmt: skip
+    created = T0 - (runs - np.arange(runs, dtype=np.int64)) * SECOND
+    return EventBatch(keys, created, ["acc"], [], [], columns, states=states)
+
+
+def finished_baseline(runs: int, steps: int, at_once: int) -> list[str]:
+    """The z-score automation against all runs, then against finished runs only, on runs that
+    finish in turn."""
+    batch = in_turn(runs, steps, at_once)
+    zscore = AUTOMATIONS[2]
+    only_finished = zscore.model_copy(
+        update={"event": zscore.event.model_copy(update={"baseline": "finished"})}
+    )
+    all_seconds, every = timed(lambda: Evaluator([zscore]).evaluate(batch), 3)
+    seconds, finished = timed(lambda: Evaluator([only_finished]).evaluate(batch), 3)
+    n, fired = len(batch.columns), len(finished.firings)  # type: ignore[attr-defined]
+    print(
+        f"    {n / 1e6:.0f}M points of {runs:,} runs, {at_once} at a time, each finishing in turn: "
+        f"the z-score against finished runs {seconds:.2f} s, against all runs {all_seconds:.2f} s "
+        f"({seconds / all_seconds:.2f}×); {fired:,} and "
+        f"{len(every.firings):,} firings"  # type: ignore[attr-defined]
+    )
+    return [
+        f"| the z-score alone with `baseline: finished`, {n / 1e6:.0f}M points of {runs // 1000}k "
+        f"runs logging {at_once} at a time and finishing in turn | {seconds:.2f} s | "
+        f"{seconds / all_seconds:.2f}× against all runs ({all_seconds:.2f} s) |"
+    ]
+
+
 def _head(batch: EventBatch, limit: int) -> EventBatch:
     cols = batch.columns
     return EventBatch.from_columns(
@@ -251,6 +320,7 @@ def main() -> None:
     args = parser.parse_args()
     print("Bulk: every point evaluated, three metric automations together")
     rows = bulk(1_000, 1_000, 200_000)
+    rows += finished_baseline(1_000, 1_000, 50)
     if not args.quick:
         rows += bulk(10_000, 1_000, 200_000)[:1]
     print("Incremental: evaluate a poll batch against the persisted state")

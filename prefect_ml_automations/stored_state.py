@@ -42,6 +42,7 @@ state_runs = sa.Table(
     sa.Column("fired", sa.Text(), nullable=False),
     sa.Column("active", sa.BigInteger()),
     sa.Column("quiet", sa.BigInteger()),
+    sa.Column("finished", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Index("ix_ml_state_runs_quiet", "sensor", "quiet"),
 )
 state_series = sa.Table(
@@ -112,8 +113,8 @@ def load(
         info = rows.metrics.get(key)
         members = members_of(info) if info is not None else {}
         missing = sorted(windows - members.keys())
-        for k in missing:
-            members[k] = _most_recent_logged(connection, sensor, *key, k)
+        for k, finished in missing:
+            members[(k, finished)] = _most_recent_logged(connection, sensor, *key, k, finished)
         if info is None or missing:
             rows.metrics[key] = MetricRow(
                 capacity=info.capacity if info is not None else 1,
@@ -144,6 +145,7 @@ def load(
                     fired=row.fired,
                     active=row.active,
                     quiet=row.quiet,
+                    finished=row.finished,
                 )
     by_project: dict[str, list[str]] = defaultdict(list)
     for project, run_id in rows.runs:
@@ -186,6 +188,7 @@ def save(connection: Connection, sensor: str, rows: StateRows) -> None:
                 "fired": row.fired,
                 "active": row.active,
                 "quiet": row.quiet,
+                "finished": row.finished,
             }
             for (project, run_id), row in rows.runs.items()
         ),
@@ -261,9 +264,10 @@ def quiet_runs(
 
 
 def _most_recent_logged(
-    connection: Connection, sensor: str, project: str, metric: str, k: int
+    connection: Connection, sensor: str, project: str, metric: str, k: int, finished: bool
 ) -> list[str]:
-    """The k most recently created runs that have logged `metric` in `project`, newest first."""
+    """The k most recently created runs that have logged `metric` in `project` (and, with
+    `finished`, were seen finished), newest first."""
     logged = (
         sa.select(state_runs.c.created, state_runs.c.run_id)
         .join(
@@ -281,6 +285,8 @@ def _most_recent_logged(
             state_series.c.length > 0,
         )
     )
+    if finished:
+        logged = logged.where(state_runs.c.finished)
     newest = connection.execute(
         sa.select(logged.subquery().c.created).order_by(sa.desc("created")).limit(k)
     ).all()

@@ -30,8 +30,8 @@ expressed here at all is written commented out, so the YAML always loads.
 # 1 of 1 W&B automation imported by `ml-automations import-wandb`; the comments say what did not
 #   carry over.
 # Beyond W&B (no W&B setting carries over to these, so none is set): RUN_STALLED (a running run
-#   quiet for a while); for_points and rearm on metric events; min_baseline, sigma_floor and
-#   method: median_mad on z-scores; a budget on any automation.
+#   quiet for a while); for_points and rearm on metric events; min_baseline, sigma_floor, method:
+#   median_mad and baseline: finished on z-scores; a budget on any automation.
 automations:
 <BLANKLINE>
   - name: failures
@@ -1112,8 +1112,8 @@ class Imported:
 #: What automations here can do that W&B's can not, so no import sets it (said once, on top).
 BEYOND_WANDB = (
     "Beyond W&B (no W&B setting carries over to these, so none is set): RUN_STALLED (a running "
-    "run quiet for a while); for_points and rearm on metric events; min_baseline, sigma_floor "
-    "and method: median_mad on z-scores; a budget on any automation."
+    "run quiet for a while); for_points and rearm on metric events; min_baseline, sigma_floor, "
+    "method: median_mad and baseline: finished on z-scores; a budget on any automation."
 )
 
 

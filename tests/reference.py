@@ -43,6 +43,8 @@ class RefRun:
     state: str | None = None
     #: The last sign of life (the newest time of any of its events).
     active: float | None = None
+    #: Whether it was ever seen finished (a baseline of finished runs takes it for good).
+    finished: bool = False
     # metric -> {order: value}
     points: dict[str, dict[float, float]] = field(default_factory=dict)
 
@@ -156,6 +158,7 @@ class Reference:
             return
         self.seen.add(ident)
         state = {"crashed": "failed"}.get(e["state"].lower(), e["state"].lower())
+        run.finished = run.finished or state == "finished"
         entered = state != run.state
         run.state = state
         for a in self.automations:
@@ -242,7 +245,10 @@ class Reference:
             others = [
                 (r.created, rid, r.points[t.metric])
                 for (p, rid), r in self.runs.items()
-                if p == project and rid != run_id and r.points.get(t.metric)
+                if p == project
+                and rid != run_id
+                and r.points.get(t.metric)
+                and (t.baseline == "all" or r.finished)
             ]
             others.sort(reverse=True)
             baseline = [pts[max(pts)] for _, _, pts in others[: t.window]]

@@ -159,11 +159,14 @@ CASES: dict[str, dict[str, Any]] = {
             "direction": "above",
             "min_baseline": 5,
             "sigma_floor": 0.01,
+            "method": "median_mad",
+            "baseline": "finished",
         },
         "action": {"type": "no_op"},
     },
 }
 WEBHOOK_CASE = "alias added in a registry collection, call a webhook"
+ZSCORE_CASE = "run metric z-score, record only"
 
 
 def intended(case: str) -> Automation:
@@ -529,7 +532,9 @@ def test_an_automation_made_in_the_form_survives_saving_it_unchanged(
     automation = intended(case)
     name = slug(case)
     values = form_values(AutomationBlock.from_automation(automation))
-    shot = "webhook-create-filled" if case == WEBHOOK_CASE else ""
+    shot = {WEBHOOK_CASE: "webhook-create-filled", ZSCORE_CASE: "zscore-create-filled"}.get(
+        case, ""
+    )
     block_id = ui.create(AutomationBlock, name, values, shot=shot)
     assert AutomationBlock.load(name).to_automation() == automation
     created = ui.document(block_id).data

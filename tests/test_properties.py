@@ -185,6 +185,30 @@ AUTOMATIONS = [
         cooldown="10s",
     ),
     _automation(
+        "z-finished",
+        {
+            "type": "RUN_METRIC_ZSCORE",
+            "metric": "acc",
+            "window": 2,
+            "threshold": 1,
+            "baseline": "finished",
+        },
+        cooldown=0,
+    ),
+    _automation(
+        "z-finished-mad",
+        {
+            "type": "RUN_METRIC_ZSCORE",
+            "metric": "loss",
+            "window": 3,
+            "threshold": 1,
+            "method": "median_mad",
+            "baseline": "finished",
+            "sigma_floor": 0.25,
+        },
+        cooldown="10s",
+    ),
+    _automation(
         "z-rearm",
         {"type": "RUN_METRIC_ZSCORE", "metric": "acc", "window": 2, "threshold": 1, "rearm": True},
     ),
@@ -214,6 +238,13 @@ values = st.one_of(
 )
 
 
+#: Run states, `finished` thrice: a baseline of finished runs needs some.
+STATES = [
+    *["running", "running", "finished", "finished", "finished"],
+    *["failed", "crashed", "killed", "pending"],
+]
+
+
 @st.composite
 def run_event(draw: st.DrawFn, t: int) -> dict[str, Any]:
     run = draw(st.sampled_from(RUNS))
@@ -227,16 +258,16 @@ def run_event(draw: st.DrawFn, t: int) -> dict[str, Any]:
     }
     if draw(st.booleans()):
         base["run_created_at"] = at(-100 * (RUNS.index(run) % 3))
-    kind = draw(st.sampled_from(["acc", "acc", "loss", "loss", "system.gpu", "state", "beat"]))
+    kind = draw(
+        st.sampled_from(["acc", "acc", "loss", "loss", "system.gpu", *["state"] * 3, "beat"])
+    )
     if kind == "beat":
         return {**base, "type": "RUN_HEARTBEAT"}
     if kind == "state":
         return {
             **base,
             "type": "RUN_STATE",
-            "state": draw(
-                st.sampled_from(["running", "finished", "failed", "crashed", "killed", "pending"])
-            ),
+            "state": draw(st.sampled_from(STATES)),
         }
     event = {**base, "type": "METRIC", "metric": kind, "value": draw(values)}
     if kind != "system.gpu":

@@ -10,6 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+
+from prefect_ml_automations.automations import Automation
 
 ROOT = Path(__file__).parent.parent
 
@@ -63,3 +66,17 @@ def test_the_readme_cites_only_what_the_repository_holds() -> None:
     assert "docs/evaluation.md" in links
     for link in links:
         assert (ROOT / link).exists(), f"README links {link}, which is not in the repository"
+
+
+def test_every_automation_in_the_readmes_yaml_is_valid() -> None:
+    """The recipes are copied into configs as they stand: each must load (a block that is not
+    YAML, or holds no automation, is a shell or output example)."""
+    readme = (ROOT / "README.md").read_text()
+    checked = []
+    for block in re.findall(r"```yaml\n(.*?)```", readme, re.S):
+        document = yaml.safe_load(block)
+        found = document.get("automations", []) if isinstance(document, dict) else document
+        for item in found if isinstance(found, list) else []:
+            if isinstance(item, dict) and "event" in item:
+                checked.append(Automation.model_validate(item).name)
+    assert {"promote-outlier", "gpu-memory-high"} <= set(checked)

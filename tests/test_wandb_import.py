@@ -1524,8 +1524,8 @@ STORY_YAML = """\
 # 2 of 3 W&B automations imported by `ml-automations import-wandb`; the comments say what did not
 #   carry over.
 # Beyond W&B (no W&B setting carries over to these, so none is set): RUN_STALLED (a running run
-#   quiet for a while); for_points and rearm on metric events; min_baseline, sigma_floor and
-#   method: median_mad on z-scores; a budget on any automation.
+#   quiet for a while); for_points and rearm on metric events; min_baseline, sigma_floor, method:
+#   median_mad and baseline: finished on z-scores; a budget on any automation.
 automations:
 
   # not carried over: ${artifact_version_string} as W&B renders it: W&B documents
@@ -1775,8 +1775,8 @@ FETCHED_YAML = """\
 # 3 of 3 W&B automations imported by `ml-automations import-wandb`; the comments say what did not
 #   carry over.
 # Beyond W&B (no W&B setting carries over to these, so none is set): RUN_STALLED (a running run
-#   quiet for a while); for_points and rearm on metric events; min_baseline, sigma_floor and
-#   method: median_mad on z-scores; a budget on any automation.
+#   quiet for a while); for_points and rearm on metric events; min_baseline, sigma_floor, method:
+#   median_mad and baseline: finished on z-scores; a budget on any automation.
 automations:
 
   - name: page-on-failure

@@ -313,21 +313,20 @@ class MetricWindows(Protocol):
     def aggregate(self, aggregation: str, size: int, lag: int = 0) -> FloatArray:
         """`aggregation` over the `size` values that end `lag` values before the point."""
 
-    def zscores(
-        self, window: int, min_baseline: int = 2, sigma_floor: float = 0.0, robust: bool = False
-    ) -> FloatArray:
-        """The point's value as a z-score against the latest values of `window` other runs
-        (NaN with fewer than `min_baseline` of them; the standard deviation is at least
-        `sigma_floor`; `robust`: median and MAD / 0.6745 instead of mean and standard
-        deviation)."""
+    def zscores(self, trigger: RunMetricZScore) -> FloatArray:
+        """The point's value as a z-score against the latest values of the trigger's baseline:
+        its `window` most recent other runs (finished ones, with `baseline: finished`) — NaN
+        with fewer than `min_baseline` of them; the standard deviation is at least
+        `sigma_floor`; `median_mad`: median and MAD / 0.6745 instead of mean and standard
+        deviation."""
 
     def values_at(self, points: IntArray, size: int) -> list[list[float]]:
         """The `size` values of the series ending at each trigger point of `points`, oldest
         first."""
 
-    def baseline_at(self, points: IntArray, window: int) -> list[list[float]]:
-        """The z-score baseline of each trigger point of `points`: the other runs' latest
-        values."""
+    def baseline_at(self, points: IntArray, trigger: RunMetricZScore) -> list[list[float]]:
+        """The trigger's z-score baseline at each trigger point of `points`: the other runs'
+        latest values."""
 
 
 @dataclass(frozen=True)
@@ -563,6 +562,12 @@ class RunMetricZScore(MetricTrigger):
         description="The smallest standard deviation divided by, in the metric's units: a "
         "flat baseline then does not turn every wiggle into a 40σ outlier (0: none).",
     )
+    baseline: Literal["all", "finished"] = Field(
+        default="all",
+        description="Which runs form the baseline: all: every run that has logged the metric "
+        "(running ones with their latest value so far); finished: only runs seen finished, "
+        "from then on — a run resumed later stays in.",
+    )
 
     @field_validator("threshold")
     @classmethod
@@ -603,12 +608,12 @@ class RunMetricZScore(MetricTrigger):
         return 1
 
     def measure(self, windows: MetricWindows) -> Measurement:
-        robust = self.method == "median_mad"
-        z = windows.zscores(self.window, self.min_baseline, float(self.sigma_floor), robust)
+        z = windows.zscores(self)
         return Measurement(z, _beyond(z, self.threshold, self.direction))
 
     def undefined_reason(self) -> str:
-        few = f"the baseline has fewer than {self.min_baseline} other runs with this metric"
+        runs = "finished runs" if self.baseline == "finished" else "runs"
+        few = f"the baseline has fewer than {self.min_baseline} other {runs} with this metric"
         if self.sigma_floor:
             return few
         if self.method == "median_mad":
@@ -616,12 +621,13 @@ class RunMetricZScore(MetricTrigger):
         return few + ", or they all have the same value (standard deviation 0)"
 
     def metric_values(self, windows: MetricWindows, points: IntArray) -> list[list[float]]:
-        return windows.baseline_at(points, self.window)
+        return windows.baseline_at(points, self)
 
     def condition(self) -> str:
         side = {"above": "z", "below": "-z", "either": "|z|"}[self.direction]
+        runs = "finished runs" if self.baseline == "finished" else "runs"
         robust = ", median/MAD" if self.method == "median_mad" else ""
-        return f"{side}({self.metric}, last {self.window} runs{robust}) ≥ {self.threshold:g}"
+        return f"{side}({self.metric}, last {self.window} {runs}{robust}) ≥ {self.threshold:g}"
 
 
 EventTrigger = Annotated[

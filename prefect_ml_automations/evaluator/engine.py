@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -38,7 +39,7 @@ from prefect_ml_automations.evaluator.batch import (
     to_ns,
 )
 from prefect_ml_automations.evaluator.cooldown import apply_cooldown
-from prefect_ml_automations.evaluator.rows import StateKeys
+from prefect_ml_automations.evaluator.rows import MembersKey, StateKeys
 from prefect_ml_automations.evaluator.series import NO_ORDER, SeriesTable, stable_argsort
 from prefect_ml_automations.evaluator.stalls import QuietSpells, due
 from prefect_ml_automations.evaluator.state import (
@@ -47,7 +48,7 @@ from prefect_ml_automations.evaluator.state import (
     state_event_identity,
 )
 from prefect_ml_automations.evaluator.streaks import StreakWalk
-from prefect_ml_automations.evaluator.zscore import ZScoreBatch
+from prefect_ml_automations.evaluator.zscore import Membership, ZScoreBatch
 from prefect_ml_automations.events import (
     ArtifactEvent,
     Event,
@@ -205,14 +206,16 @@ class Evaluator:
                     states.append(event)
                 elif isinstance(event, MetricEvent):
                     logged.add((event.project, event.metric))
-        metrics: dict[tuple[str, str], frozenset[int]] = {}
+        # A run finished in a project may enter its baselines of finished runs.
+        finishing = {e.project for e in states if STATE_ALIASES.get(e.state, e.state) == "finished"}
+        metrics: dict[tuple[str, str], frozenset[MembersKey]] = {}
         for key, automations in self._metric.items():
-            if key in logged:
+            zscores = [a.event for a in automations if isinstance(a.event, RunMetricZScore)]
+            if key in logged or (
+                key[0] in finishing and any(z.baseline == "finished" for z in zscores)
+            ):
                 metrics[key] = frozenset(
-                    k
-                    for a in automations
-                    if isinstance(a.event, RunMetricZScore)
-                    for k in (a.event.window, a.event.window + 1)
+                    (k, z.baseline == "finished") for z in zscores for k in (z.window, z.window + 1)
                 )
         identities = {state_event_identity(event) for event in states}
         identities.update(artifact_event_identity(event) for event in artifacts)
@@ -280,12 +283,14 @@ class Evaluator:
         rows = np.flatnonzero(run.columns.metric == STATE_ROW)
         seen = self.state.seen_state_events
         for (arrival, event), row in zip(run.batch.states, rows.tolist(), strict=True):
+            code = int(run.row_run[row])
+            state = STATE_ALIASES.get(event.state, event.state)
+            if state == "finished":  # (for good: see ZScoreBatch.finishes)
+                runs.finished[code] = True
             identity = state_event_identity(event)
             if identity in seen:
                 continue  # the very same state event, delivered again: changes nothing
             seen.add(identity)
-            code = int(run.row_run[row])
-            state = STATE_ALIASES.get(event.state, event.state)
             entered = state != runs.state[code]
             runs.state[code] = state
             run.sets[row] = state == "running"
@@ -671,6 +676,16 @@ class _Batch:
         result[order] = filled
         return result
 
+    @cached_property
+    def finishes(self) -> dict[int, int]:
+        """Per run code, the arrival of the batch's first state event that made it finished."""
+        rows = np.flatnonzero(self.columns.metric == STATE_ROW).tolist()
+        out: dict[int, int] = {}
+        for (arrival, event), row in zip(self.batch.states, rows, strict=True):
+            if STATE_ALIASES.get(event.state, event.state) == "finished":
+                out.setdefault(int(self.row_run[row]), arrival)
+        return out
+
     def name_at(self, row: int) -> str | None:
         code = int(self.name[row])
         return self.names[code] if code >= 0 else None
@@ -734,6 +749,8 @@ class _MetricPass:
             for automation, trigger in zip(self.automations, self.triggers, strict=True):
                 self._judge(automation, trigger, out)
             self.remember()
+        elif self._finished_baselines():
+            self._enter_finished()
 
     def ingest(self, out: Evaluation) -> bool:
         """Lay out the batch's trigger points of the metric in the project, advancing the series
@@ -758,8 +775,7 @@ class _MetricPass:
         selected = np.flatnonzero(of_metric & in_project[columns.run] & ~np.isnan(columns.value))
         if not len(selected):
             return False
-        capacity = max(t.values_needed for t in self.triggers)
-        table = self.state.series_table(self.project, self.metric, capacity)
+        table = self._table()
         self._newest_rows: tuple[I64, I64] | None = None
         if any(t.counts_streaks for t in self.triggers):  # (before the batch advances them)
             runs = np.unique(self.events.row_run[selected])
@@ -770,7 +786,7 @@ class _MetricPass:
         )
         self.rows = selected[self.segments.points]  # the trigger points' rows in the batch
         self.trigger_runs = self.events.row_run[self.rows]
-        self._z: dict[tuple[int, int, float, bool], F64] = {}
+        self._z: dict[tuple[int, int, float, str, bool], F64] = {}
         self._zbatch: ZScoreBatch | None = None
         self._last_row: tuple[I64, I64] | None = None
         return True
@@ -797,65 +813,122 @@ class _MetricPass:
 
     def remember(self) -> None:
         """Keep the z-score member lists as they stand after the batch."""
-        for k, members in self._members_before.items():
+        for (k, finished), members in self._members_before.items():
             if self._zbatch is not None:
-                self.state.members[(self.project, self.metric, k)] = self._zbatch.membership(
-                    members, k, self.state.runs.rank
-                ).after
+                self.state.members[(self.project, self.metric, k, finished)] = (
+                    self._zbatch.membership(members, k, self.state.runs.rank, finished).after
+                )
 
     # MetricWindows ------------------------------------------------------------------------------
 
     def aggregate(self, aggregation: str, size: int, lag: int = 0) -> F64:
         return self.segments.window(aggregation, size, lag)
 
-    def zscores(
-        self, window: int, min_baseline: int = 2, sigma_floor: float = 0.0, robust: bool = False
-    ) -> F64:
-        key = (window, min_baseline, sigma_floor, robust)
+    def zscores(self, trigger: RunMetricZScore) -> F64:
+        window, finished = trigger.window, trigger.baseline == "finished"
+        floor = float(trigger.sigma_floor)
+        key = (window, trigger.min_baseline, floor, trigger.method, finished)
         if key not in self._z:
             zbatch = self._z_batch()
-            members, rank = self._members(window), self.state.runs.rank
-            if robust:
-                z = zbatch.robust_zscores(window, members, rank, min_baseline, sigma_floor)
-            else:
-                z = zbatch.zscores(window, members, rank, min_baseline, sigma_floor)
+            members, rank = self._members(window, finished), self.state.runs.rank
+            judge = zbatch.robust_zscores if trigger.method == "median_mad" else zbatch.zscores
+            z = judge(window, members, rank, trigger.min_baseline, floor, finished)
             self._z[key] = z[self._position]  # back from arrival order to trigger order
         return self._z[key]
 
     def values_at(self, points: I64, size: int) -> list[list[float]]:
         return self.segments.window_values(points, size)
 
-    def baseline_at(self, points: I64, window: int) -> list[list[float]]:
+    def baseline_at(self, points: I64, trigger: RunMetricZScore) -> list[list[float]]:
         positions = self._position[points].tolist()
+        finished = trigger.baseline == "finished"
+        members = self._members(trigger.window, finished)
         return self._z_batch().baselines(
-            positions, window, self._members(window), self.state.runs.rank
+            positions, trigger.window, members, self.state.runs.rank, finished
         )
 
     # -------------------------------------------------------------------------------------------
 
+    def _table(self) -> SeriesTable:
+        capacity = max(t.values_needed for t in self.triggers)
+        return self.state.series_table(self.project, self.metric, capacity)
+
+    def _finished_baselines(self) -> bool:
+        return any(
+            isinstance(t, RunMetricZScore) and t.baseline == "finished" for t in self.triggers
+        )
+
     def _prepare_members(self, table: SeriesTable) -> None:
-        """The z-score member lists and their latest values, as they stand before the batch.
+        """The z-score member lists and their latest values, as they stand before the batch
+        (and those of the runs the batch finishes, which may enter a baseline of finished runs).
 
         A window no automation used before starts from the runs already in the table.
         """
-        self._members_before: dict[int, list[int]] = {}
+        self._members_before: dict[tuple[int, bool], list[int]] = {}
+        runs = self.state.runs
         for trigger in self.triggers:
             if isinstance(trigger, RunMetricZScore):
+                finished = trigger.baseline == "finished"
                 for k in (trigger.window, trigger.window + 1):
-                    key = (self.project, self.metric, k)
+                    key = (self.project, self.metric, k, finished)
                     if key not in self.state.members:
                         rows = np.flatnonzero(table.length[: table.rows] > 0)
-                        logged = table.run[rows].tolist()
+                        logged = table.run[rows]
+                        if finished:
+                            logged = logged[runs.finished[logged]]
                         self.state.members[key] = sorted(
-                            logged, key=self.state.runs.rank, reverse=True
+                            logged.tolist(), key=runs.rank, reverse=True
                         )[:k]
-                    self._members_before[k] = list(self.state.members[key])
-        members = sorted({m for ms in self._members_before.values() for m in ms})
-        values, _ = table.latest(table.rows_for(np.array(members, np.int64)))
+                    self._members_before[(k, finished)] = list(self.state.members[key])
+        self._finishing = self._finishing_runs() if self._finished_baselines() else {}
+        members = sorted(
+            {m for ms in self._members_before.values() for m in ms} | self._finishing.keys()
+        )
+        rows = np.array([table.row(m) for m in members], np.int64)
+        values = np.full(len(rows), np.nan)  # (a run not in the table has no value)
+        values[rows >= 0] = table.latest(rows[rows >= 0])[0]
         self._latest_before = dict(zip(members, values.tolist(), strict=True))
 
-    def _members(self, window: int) -> dict[int, list[int]]:
-        return {k: self._members_before[k] for k in (window, window + 1)}
+    def _finishing_runs(self) -> dict[int, int]:
+        """The runs of the project the batch finishes that were not finished before: the
+        arrival of their first `finished` state here."""
+        runs = self.state.runs
+        return {
+            code: arrival
+            for code, arrival in self.events.finishes.items()
+            if self.events.state.runs.keys[code][0] == self.project and not runs.finished[code]
+        }
+
+    def _finish_entries(self, first_values: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """(arrival, run) where runs enter a baseline of finished runs over the batch: at the
+        later of their first value (`first_values`: (arrival, run) in the batch) and their
+        `finished` state, one of them in the batch."""
+        runs = self.state.runs
+        first_value = {run: arrival for arrival, run in first_values}
+        entries = []
+        for run in first_value.keys() | self._finishing.keys():
+            logged_before = not np.isnan(self._latest_before.get(run, np.nan))
+            logged = first_value.get(run, -1 if logged_before else None)
+            finished = self._finishing.get(run, -1 if runs.finished[run] else None)
+            if logged is not None and finished is not None:
+                entries.append((max(logged, finished), run))
+        return sorted(entries)
+
+    def _enter_finished(self) -> None:
+        """Runs the batch finishes enter baselines of finished runs, though the batch has no
+        point of the metric to judge."""
+        table = self.state.series.get((self.project, self.metric))
+        if table is None:
+            return  # (no run has logged the metric: none enters)
+        self._prepare_members(table)
+        entries = self._finish_entries([])
+        for (k, finished), members in self._members_before.items():
+            if finished and entries:
+                walk = Membership.walk(members, entries, k, self.state.runs.rank)
+                self.state.members[(self.project, self.metric, k, True)] = walk.after
+
+    def _members(self, window: int, finished: bool) -> dict[int, list[int]]:
+        return {k: self._members_before[(k, finished)] for k in (window, window + 1)}
 
     def _z_batch(self) -> ZScoreBatch:
         """The trigger points in arrival order, with each run's value before the point."""
@@ -882,6 +955,8 @@ class _MetricPass:
                 latest_before=self._latest_before,
                 shift=self.state.shifts[key],
             )
+            if self._finished_baselines():
+                self._zbatch.finishes = self._finish_entries(self._zbatch.entering)
         return self._zbatch
 
     def _judge(self, automation: Automation, trigger: MetricTrigger, out: Evaluation) -> None:

@@ -42,6 +42,9 @@ MetricKey = tuple[str, str]
 """(project, metric)"""
 SeriesKey = tuple[str, str, str]
 """(project, metric, run_id)"""
+MembersKey = tuple[int, bool]
+"""(k, finished only): a z-score member list of a metric — its k most recently created runs
+that have logged it (and, finished only, were seen finished)."""
 
 ARTIFACT = "artifact"
 STATE = "state"
@@ -52,9 +55,9 @@ class StateKeys:
     """What evaluating a batch reads of the state."""
 
     runs: frozenset[RunKey] = frozenset()
-    #: Per (project, metric) the batch logs and an automation watches: the z-score member
-    #: lists it reads (k runs; empty without a z-score automation).
-    metrics: dict[MetricKey, frozenset[int]] = field(default_factory=dict)
+    #: Per (project, metric) the batch logs (or finishes runs of) and an automation watches:
+    #: the z-score member lists it reads (empty without a z-score automation).
+    metrics: dict[MetricKey, frozenset[MembersKey]] = field(default_factory=dict)
     identities: frozenset[str] = frozenset()
     #: With a clock and a `RUN_STALLED` automation: the runs quiet since this time (ns) or
     #: before, in the partitions a cycle holds, may have stalled (see `RunRow.quiet`).
@@ -77,6 +80,8 @@ class RunRow:
     #: The run's last sign of life (ns), and the same while a stall may still fire for it.
     active: int | None = None
     quiet: int | None = None
+    #: Whether the run was ever seen finished.
+    finished: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,8 @@ class SeriesRow:
 class MetricRow:
     capacity: int
     shift: float | None
-    #: JSON {k: [run_id, ...] newest first}, keys sorted.
+    #: JSON {k: [run_id, ...] newest first}, keys sorted; a list of finished runs only is
+    #: keyed "finished:k".
     members: str
 
 
@@ -120,12 +126,21 @@ class StateRows:
         return len(self.runs) + len(self.series) + len(self.metrics) + len(self.seen)
 
 
-def members_of(row: MetricRow) -> dict[int, list[str]]:
-    return {int(k): ids for k, ids in json.loads(row.members).items()}
+_FINISHED = "finished:"
 
 
-def members_json(members: dict[int, list[str]]) -> str:
-    return json.dumps({str(k): ids for k, ids in members.items()}, sort_keys=True)
+def members_of(row: MetricRow) -> dict[MembersKey, list[str]]:
+    return {
+        (int(key.removeprefix(_FINISHED)), key.startswith(_FINISHED)): ids
+        for key, ids in json.loads(row.members).items()
+    }
+
+
+def members_json(members: dict[MembersKey, list[str]]) -> str:
+    return json.dumps(
+        {f"{_FINISHED if finished else ''}{k}": ids for (k, finished), ids in members.items()},
+        sort_keys=True,
+    )
 
 
 def _memory(memory: Any) -> tuple[int | None, tuple[int, bool, int] | None, int | None]:
@@ -170,6 +185,7 @@ def state_from_rows(rows: StateRows) -> EvaluatorState:
         state=[r.state for r in rows.runs.values()],
         active=_times([r.active for r in rows.runs.values()]),
         quiet=_times([r.quiet for r in rows.runs.values()]),
+        finished=np.array([r.finished for r in rows.runs.values()], bool),
     )
     state = EvaluatorState(runs=runs)
     fired: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -219,8 +235,9 @@ def state_from_rows(rows: StateRows) -> EvaluatorState:
         if info is not None:
             if info.shift is not None:
                 state.shifts[key] = info.shift
-            for k, ids in members_of(info).items():
-                state.members[(project, metric, k)] = [runs.index[(project, r)] for r in ids]
+            for (k, finished), ids in members_of(info).items():
+                members = [runs.index[(project, r)] for r in ids]
+                state.members[(project, metric, k, finished)] = members
     state.seen_artifact_events = {i for i, kind in rows.seen.items() if kind == ARTIFACT}
     state.seen_state_events = {i for i, kind in rows.seen.items() if kind == STATE}
     return state
@@ -255,6 +272,7 @@ def rows_of(state: EvaluatorState) -> StateRows:
     out = StateRows()
     active = runs.active[: len(runs)].tolist()
     quiet = runs.quiet[: len(runs)].tolist()
+    finished = runs.finished[: len(runs)]
     for code, key in enumerate(runs.keys):
         out.runs[key] = RunRow(
             created=int(runs.created[code]),
@@ -264,10 +282,11 @@ def rows_of(state: EvaluatorState) -> StateRows:
             fired=json.dumps(fired[code], sort_keys=True),
             active=None if active[code] == NO_TIME else active[code],
             quiet=None if quiet[code] == NO_TIME else quiet[code],
+            finished=bool(finished[code]),
         )
-    members: dict[MetricKey, dict[int, list[str]]] = defaultdict(dict)
-    for (project, metric, k), codes in state.members.items():
-        members[(project, metric)][k] = [runs.keys[c][1] for c in codes]
+    members: dict[MetricKey, dict[MembersKey, list[str]]] = defaultdict(dict)
+    for (project, metric, k, only_finished), codes in state.members.items():
+        members[(project, metric)][(k, only_finished)] = [runs.keys[c][1] for c in codes]
     for key in state.series.keys() | state.shifts.keys() | members.keys():
         project, metric = key
         table = state.series.get(key)

@@ -40,6 +40,8 @@ class RunTable:
     name: npt.NDArray[np.object_] = field(default_factory=lambda: np.full(0, None, object))
     user: npt.NDArray[np.object_] = field(default_factory=lambda: np.full(0, None, object))
     state: list[str | None] = field(default_factory=list)
+    #: Whether each run was ever seen `finished` (a baseline of finished runs takes it).
+    finished: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
     #: The time (ns) of each run's last sign of life: its newest metric point, heartbeat or
     #: state (NO_TIME: none seen).
     active: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -78,6 +80,7 @@ class RunTable:
             self.user = _grown(self.user, len(self.keys), None)
             self.active = _grown(self.active, len(self.keys), NO_TIME)
             self.quiet = _grown(self.quiet, len(self.keys), NO_TIME)
+            self.finished = _grown(self.finished, len(self.keys), False)
             new_a = np.array(new, np.int64)
             created = batch.created[new_a]
             first_ts = columns.ts[first_row[new_a]]
@@ -97,8 +100,9 @@ class EvaluatorState:
     series: dict[tuple[str, str], SeriesTable] = field(default_factory=dict)
     #: Per (project, metric): the value z-score sums are taken around.
     shifts: dict[tuple[str, str], float] = field(default_factory=dict)
-    #: Per (project, metric, k): the k most recently created runs that have logged, newest first.
-    members: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    #: Per (project, metric, k, finished only): the k most recently created runs that have
+    #: logged (and, finished only, were seen finished), newest first.
+    members: dict[tuple[str, str, int, bool], list[int]] = field(default_factory=dict)
     #: Per automation: time (ns) of each run's last firing, by run code (NO_TIME: never).
     last_fired: dict[str, I64] = field(default_factory=dict)
     #: Per automation that counts streaks (`for_points`, `rearm`): at how many trigger points
@@ -157,6 +161,7 @@ class EvaluatorState:
             "runs.created": self.runs.created[:n],
             "runs.active": self.runs.active[:n],
             "runs.quiet": self.runs.quiet[:n],
+            "runs.finished": self.runs.finished[:n],
         }
         series_meta = []
         for i, ((project, metric), table) in enumerate(self.series.items()):
@@ -184,7 +189,7 @@ class EvaluatorState:
             "states": self.runs.state,
             "series": series_meta,
             "shifts": [[p, m, v] for (p, m), v in self.shifts.items()],
-            "members": [[p, m, k, runs] for (p, m, k), runs in self.members.items()],
+            "members": [[p, m, k, runs, f] for (p, m, k, f), runs in self.members.items()],
             "fired": fired_names,
             "streaks": streak_names,
             "stalls": stall_names,
@@ -219,6 +224,8 @@ class EvaluatorState:
         none = np.full(len(runs.keys), NO_TIME, np.int64)  # (absent before RUN_STALLED)
         runs.active = arrays.get("runs.active", none).copy()
         runs.quiet = arrays.get("runs.quiet", none).copy()
+        finished = [state == "finished" for state in runs.state]  # (absent before `baseline`)
+        runs.finished = arrays.get("runs.finished", np.array(finished, bool)).copy()
         runs.index = {key: i for i, key in enumerate(runs.keys)}
         state = cls(runs=runs)
         for i, info in enumerate(meta["series"]):
@@ -228,7 +235,9 @@ class EvaluatorState:
             table.rows = len(table.run)
             state.series[(info["project"], info["metric"])] = table
         state.shifts = {(p, m): v for p, m, v in meta["shifts"]}
-        state.members = {(p, m, k): runs for p, m, k, runs in meta["members"]}
+        state.members = {
+            (p, m, k, bool(rest and rest[0])): runs for p, m, k, runs, *rest in meta["members"]
+        }
         state.last_fired = {
             name: arrays[f"fired{i}"].copy() for i, name in enumerate(meta["fired"])
         }

@@ -12,13 +12,19 @@ squares and the size of U and T as of every point are cumulative sums over the b
 replacing its run's previous value while the run is a member, plus one leave per entering run —
 and the z-score of every trigger point is a handful of array operations. Only the entries
 (a run's first value) are walked in Python: a batch has at most one per run.
+
+A baseline of finished runs only (`baseline: finished`) is the same with another entry: a run
+enters when it has both logged the metric and been seen `finished`, at the later of the two —
+often the state event that finished it, which is no point of the metric. Its value enters the
+sums there, from the first point after it. A run seen finished stays finished (a resumed run is
+not taken out): so membership is still one interval of arrival time.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -59,6 +65,8 @@ class Membership:
         entry = dict.fromkeys(order, -1)
         leave: dict[int, int] = {}
         for arrival, run in entering:
+            if run in entry:
+                continue  # (entered already: a run enters once)
             key = rank(run)
             if len(order) == k and key <= keys[-1]:
                 continue  # k more recent runs have logged: never a member
@@ -85,6 +93,33 @@ class Membership:
         return [int(r) for r in runs[(entry <= arrival) & (arrival < leave)]]
 
 
+def _pairs(by_run: dict[int, int]) -> tuple[I64, I64]:
+    """A {run: arrival} map as two arrays."""
+    return (
+        np.fromiter(by_run, np.int64, len(by_run)),
+        np.fromiter(by_run.values(), np.int64, len(by_run)),
+    )
+
+
+@dataclass
+class _Changes:
+    """Runs entering (sign +1) or leaving (−1) a member set between points: each counts from
+    the first point after it (`position`), with the run's latest value then (shifted)."""
+
+    position: I64
+    latest: F64
+    sign: F64
+
+    @classmethod
+    def of(cls, batch: ZScoreBatch, runs: I64, arrivals: I64, sign: F64) -> _Changes | None:
+        position = np.searchsorted(batch.arrival, arrivals)
+        seen = position < len(batch.arrival)  # (after the last point: no point sees it)
+        if not seen.any():
+            return None
+        latest = batch.latest_as_of(runs[seen].tolist(), arrivals[seen].tolist())
+        return cls(position[seen], latest - batch.shift, sign[seen])
+
+
 @dataclass
 class ZScoreBatch:
     """The trigger points of one (project, metric) in arrival order, for z-scores."""
@@ -98,26 +133,35 @@ class ZScoreBatch:
     latest_before: dict[int, float]
     #: Values are shifted by this before summing squares (they are near it, so sums stay small).
     shift: float
+    #: (arrival, run) in arrival order where runs enter a baseline of finished runs: each run
+    #: not finished before the batch, at the later of its first value and its `finished` state.
+    finishes: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         first = np.isnan(self.prev)
         self.entering = list(
             zip(self.arrival[first].tolist(), self.run[first].tolist(), strict=True)
         )
-        self._memberships: dict[int, Membership] = {}
+        self._memberships: dict[tuple[int, bool], Membership] = {}
         self._shifted = self.value - self.shift
         self._prev_shifted = np.where(first, 0.0, self.prev - self.shift)
         self._by_run: tuple[I64, I64] | None = None
 
-    def membership(self, members: list[int], k: int, rank: RankKey) -> Membership:
-        """Membership of the k most recent runs over the batch, from `members` before it."""
-        if k not in self._memberships:
-            self._memberships[k] = Membership.walk(members, self.entering, k, rank)
-        return self._memberships[k]
+    def membership(
+        self, members: list[int], k: int, rank: RankKey, finished: bool = False
+    ) -> Membership:
+        """Membership of the k most recent runs (finished ones only, with `finished`) over the
+        batch, from `members` before it."""
+        key = (k, finished)
+        if key not in self._memberships:
+            entering = self.finishes if finished else self.entering
+            self._memberships[key] = Membership.walk(members, entering, k, rank)
+        return self._memberships[key]
 
     def _sorted_by_run(self) -> tuple[I64, I64, int]:
         """The points sorted by (run, arrival), as one int64 key run · span + arrival each
-        (searched for a run's latest point before an arrival): the order, the keys, the span."""
+        (searched for a run's latest point before an arrival, at most one past the last
+        point's): the order, the keys, the span."""
         span = int(self.arrival[-1]) + 2
         if self._by_run is None:
             order = stable_argsort(self.run)  # arrivals are sorted already
@@ -144,8 +188,10 @@ class ZScoreBatch:
         """Size, sum and sum of squares of the member set as of each point (shifted values),
         and whether the point's own run is a member.
 
-        Only members' points change the sums, and members are few (k of perhaps thousands of
-        runs): the running sums are taken over those points alone, then spread to every point.
+        A member's point replaces its run's previous value in the sums, or adds it where the
+        run enters at that very point. A run entering elsewhere (at the state event that
+        finished it) adds its latest value there, and a leaving run takes its latest value out:
+        those changes count from the first point after them.
         """
         n = len(self.run)
         if membership.entry:
@@ -165,21 +211,51 @@ class ZScoreBatch:
         v = self._shifted[at]
         p = np.where(was, self._prev_shifted[at], 0.0)
         d1, d2, dc = v - p, v * v - p * p, (~was).astype(np.int64)
-        if membership.leave:
-            # A run leaves when another enters: at that entering point, itself a member point.
-            gone_runs, gone_at = list(membership.leave), list(membership.leave.values())
-            where = np.searchsorted(at, np.searchsorted(self.arrival, gone_at))
-            gone = self.latest_as_of(gone_runs, gone_at) - self.shift
-            np.subtract.at(d1, where, gone)
-            np.subtract.at(d2, where, gone * gone)
-            np.subtract.at(dc, where, 1)
+        # The runs that leave at another's entry at its point: taken out at that member point.
+        gone_runs, gone_at = _pairs(membership.leave)
+        where = np.searchsorted(self.arrival, gone_at)
+        at_point = self._at_point(where, gone_at)
+        if at_point.any():
+            into = np.searchsorted(at, where[at_point])
+            gone = self.latest_as_of(gone_runs[at_point].tolist(), gone_at[at_point].tolist())
+            gone -= self.shift
+            np.subtract.at(d1, into, gone)
+            np.subtract.at(d2, into, gone * gone)
+            np.subtract.at(dc, into, 1)
+        # The rest happen between points (a run entering or leaving at a `finished` state).
+        entered_runs, entered_at = _pairs(membership.entry)
+        entering = entered_at >= 0
+        entering[entering] = ~self._at_point(
+            np.searchsorted(self.arrival, entered_at[entering]), entered_at[entering]
+        )
+        between = _Changes.of(
+            self,
+            np.concatenate([entered_runs[entering], gone_runs[~at_point]]),
+            np.concatenate([entered_at[entering], gone_at[~at_point]]),
+            np.concatenate([np.ones(int(entering.sum())), -np.ones(int((~at_point).sum()))]),
+        )
         start = [self.latest_before[m] - self.shift for m in members_before]
+        if between is None:
+            changes = np.cumsum(member)  # member points up to and including each point
+        else:  # (merged with the member points' changes, in position order)
+            position = np.concatenate([at, between.position])
+            order = stable_argsort(position)
+            d1 = np.concatenate([d1, between.sign * between.latest])[order]
+            d2 = np.concatenate([d2, between.sign * between.latest**2])[order]
+            dc = np.concatenate([dc, between.sign.astype(np.int64)])[order]
+            changes = np.cumsum(np.bincount(position, minlength=n))
         zero = np.zeros(1)
         c1 = np.concatenate([zero, np.cumsum(d1)]) + sum(start)
         c2 = np.concatenate([zero, np.cumsum(d2)]) + sum(x * x for x in start)
         cn = np.concatenate([[0], np.cumsum(dc)]) + len(members_before)
-        changes = np.cumsum(member)  # member points up to and including each point
         return c1[changes], c2[changes], cn[changes], member
+
+    def _at_point(self, where: I64, arrivals: I64) -> Bool:
+        """Whether a point arrived at each of `arrivals` (`where`: their sorted positions)."""
+        inside = where < len(self.arrival)
+        found: Bool = inside.copy()
+        found[inside] = self.arrival[where[inside]] == arrivals[inside]
+        return found
 
     def zscores(
         self,
@@ -188,16 +264,18 @@ class ZScoreBatch:
         rank: RankKey,
         min_baseline: int = 2,
         sigma_floor: float = 0.0,
+        finished: bool = False,
     ) -> F64:
         """z of every point against its `window` baseline (NaN where undefined: fewer than
-        `min_baseline` runs, or no spread and no `sigma_floor`).
+        `min_baseline` runs, or no spread and no `sigma_floor`); with `finished`, of finished
+        runs only.
 
-        `members[k]` lists the k most recently created runs that had logged before the batch.
+        `members[k]` lists the k most recently created runs (finished ones, with `finished`)
+        that had logged before the batch.
         """
-        t1, t2, tn, _ = self._sums(self.membership(members[window], window, rank), members[window])
-        u1, u2, un, in_u = self._sums(
-            self.membership(members[window + 1], window + 1, rank), members[window + 1]
-        )
+        k, k1 = window, window + 1
+        t1, t2, tn, _ = self._sums(self.membership(members[k], k, rank, finished), members[k])
+        u1, u2, un, in_u = self._sums(self.membership(members[k1], k1, rank, finished), members[k1])
         v = self._shifted
         n = np.where(in_u, un - 1, tn)
         s1 = np.where(in_u, u1 - v, t1)
@@ -222,6 +300,7 @@ class ZScoreBatch:
         rank: RankKey,
         min_baseline: int = 2,
         sigma_floor: float = 0.0,
+        finished: bool = False,
     ) -> F64:
         """z = (value − median) / max(MAD / 0.6745, `sigma_floor`) of every point against the
         baseline `zscores` reads (NaN where undefined).
@@ -235,7 +314,7 @@ class ZScoreBatch:
         z = np.full(n, np.nan)
         if not n:
             return z
-        inside = self.membership(members[window + 1], window + 1, rank)
+        inside = self.membership(members[window + 1], window + 1, rank, finished)
         _, entry, leave = inside._intervals
         changes = np.union1d(entry[entry >= 0], leave[leave != _NEVER])
         starts = np.union1d([0], np.searchsorted(self.arrival, changes))
@@ -288,12 +367,17 @@ class ZScoreBatch:
         return values
 
     def baselines(
-        self, points: list[int], window: int, members: dict[int, list[int]], rank: RankKey
+        self,
+        points: list[int],
+        window: int,
+        members: dict[int, list[int]],
+        rank: RankKey,
+        finished: bool = False,
     ) -> list[list[float]]:
         """The baseline values of each point of `points` (for the firing records), most recent
         run first; the values of all of them are looked up at once."""
-        inside = self.membership(members[window + 1], window + 1, rank)
-        outside = self.membership(members[window], window, rank)
+        inside = self.membership(members[window + 1], window + 1, rank, finished)
+        outside = self.membership(members[window], window, rank, finished)
         chosen: list[list[int]] = []
         for i in points:
             arrival, run = int(self.arrival[i]), int(self.run[i])

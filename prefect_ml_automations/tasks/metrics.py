@@ -355,16 +355,14 @@ class _Once:
             self.computed[key] = self.windows.aggregate(aggregation, size, lag)
         return self.computed[key]
 
-    def zscores(
-        self, window: int, min_baseline: int = 2, sigma_floor: float = 0.0, robust: bool = False
-    ) -> F64:
-        return self.windows.zscores(window, min_baseline, sigma_floor, robust)
+    def zscores(self, trigger: RunMetricZScore) -> F64:
+        return self.windows.zscores(trigger)
 
     def values_at(self, points: I64, size: int) -> list[list[float]]:
         return self.windows.values_at(points, size)
 
-    def baseline_at(self, points: I64, window: int) -> list[list[float]]:
-        return self.windows.baseline_at(points, window)
+    def baseline_at(self, points: I64, trigger: RunMetricZScore) -> list[list[float]]:
+        return self.windows.baseline_at(points, trigger)
 
 
 class _FrameColumns:
