@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from alembic.config import Config
 
 # `from prefect import flow` sets up Prefect's logging, whose console handler keeps the
 # `sys.stderr` of that moment. Done here, at collection, that is pytest's own stream — not the
@@ -18,6 +21,7 @@ from prefect_ml_automations.automations import Automation
 from prefect_ml_automations.decisions import Firing
 from prefect_ml_automations.evaluator import Evaluator
 from prefect_ml_automations.events import Event, event_from_dict
+from prefect_ml_automations.store import MIGRATIONS
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 
@@ -270,3 +274,18 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
     mlflow.MlflowClient(uri).search_experiments()
     return uri
+
+
+@contextmanager
+def migrations(url: str) -> Iterator[tuple[Config, sa.Connection]]:
+    """The store's migrations on one transaction of the database at `url`: run
+    `alembic.command.upgrade/downgrade(config, revision)`, and query with the connection."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            yield config, connection
+    finally:
+        engine.dispose()

@@ -14,13 +14,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.config import Config
 
 from prefect_ml_automations.automations import Automation
 from prefect_ml_automations.evaluator import Evaluator, EvaluatorState
-from prefect_ml_automations.store import MIGRATIONS, StateStore
+from prefect_ml_automations.store import StateStore
 
-from .conftest import at, automation, events, metric, state
+from .conftest import at, automation, events, metric, migrations, state
 
 FINISHED = automation("z", type="RUN_METRIC_ZSCORE", metric="acc", threshold=2, baseline="finished")
 ALL = automation("z-all", type="RUN_METRIC_ZSCORE", metric="acc", threshold=2)
@@ -164,13 +163,8 @@ def test_a_store_of_an_earlier_version_knows_its_finished_runs(tmp_path: Path) -
         Evaluator([ALL], state_).evaluate(batch)
         cycle.save(state_)
     store.engine.dispose()
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
+    with migrations(url) as (config, connection):
         command.downgrade(config, "0006")
         command.upgrade(config, "0007")
         rows = connection.execute(sa.text("SELECT run_id, finished FROM ml_state_runs"))
         assert sorted(rows) == [("r0", 1), ("r1", 0)]
-    engine.dispose()

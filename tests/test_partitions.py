@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.config import Config
 
 from prefect_ml_automations import partitions
 from prefect_ml_automations.config import AutomationsConfig
@@ -23,9 +22,9 @@ from prefect_ml_automations.partitions import partition_of, share
 from prefect_ml_automations.runner import sensor_loop
 from prefect_ml_automations.sensor import Sensor
 from prefect_ml_automations.sources import Poll
-from prefect_ml_automations.store import MIGRATIONS, StateStore, firings, inbox, utcnow
+from prefect_ml_automations.store import StateStore, firings, inbox, utcnow
 
-from .conftest import automation, events, metric, state
+from .conftest import automation, events, metric, migrations, state
 
 ARTIFACT = {
     "type": "ADD_ARTIFACT_ALIAS",
@@ -105,11 +104,7 @@ def test_inbox_events_without_their_lock_row_are_taken_all_the_same(store: State
 def test_events_waiting_in_an_earlier_versions_inbox_get_their_partition(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/store.db"
     StateStore(url).inbox_size()  # (opened: migrated to the newest version)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
+    with migrations(url) as (config, connection):
         command.downgrade(config, "0003")
         connection.execute(
             sa.text("INSERT INTO ml_inbox (received_at, origin, body) VALUES (:t, 'push', :b)"),
@@ -122,7 +117,6 @@ def test_events_waiting_in_an_earlier_versions_inbox_get_their_partition(tmp_pat
             ]
             + [{"t": utcnow(), "b": "not json"}],
         )
-    engine.dispose()
     store = StateStore(url)
     with store.engine.connect() as connection:
         stored = connection.execute(sa.select(inbox.c.partition).order_by(inbox.c.id)).scalars()
