@@ -343,6 +343,7 @@ class Sensor:
             intake.release_sources([one.source for one in polled], now)
         with self.store.cycle(self.name) as cycle:
             clock = self._clock(cycle, now)
+            cycle.watch_stalls(self.config.automations, clock or now)
             quiet_before = Evaluator(self.config.automations).reads([], now=clock).quiet_before
             taken = cycle.take_inbox(
                 limit, workers=intake.workers, known=intake.put_events, quiet_before=quiet_before
@@ -485,7 +486,13 @@ class Sensor:
             evaluator.evaluate(batch, since=_FAR_FUTURE, now=now, clock_runs=runs)
             return [], [], []
         left = cycle.budget_left(automations, utcnow())
-        evaluator = Evaluator(automations, state, paused=cycle.paused(), budgets=left)
+        evaluator = Evaluator(
+            automations,
+            state,
+            paused=cycle.paused(),
+            budgets=left,
+            watching_since=cycle.watching_since,
+        )
         evaluation = evaluator.evaluate(EventBatch.from_events(events), now=now)
         budgets = {a.name: a.budget for a in automations if a.budget is not None}
         for name in evaluation.exhausted:

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from prefect_ml_automations import partitions, stored_state
-from prefect_ml_automations.automations import Automation
+from prefect_ml_automations.automations import Automation, RunStalled
 from prefect_ml_automations.decisions import Firing, FiringStatus, Skip, firing_id
 from prefect_ml_automations.errors import BadInputError, MLAutomationsError, StateError
 from prefect_ml_automations.evaluator import EvaluatorState
@@ -714,6 +714,8 @@ class Cycle:
         self.quarantined = 0
         self._loaded = StateRows()
         self._paused: frozenset[str] | None = None
+        #: Since when the sensor watches for each stall automation's stalls (`watch_stalls`).
+        self.watching_since: dict[str, datetime] = {}
 
     def budget_left(self, automations: Sequence[Automation], now: datetime) -> dict[str, int]:
         """What is left of each budgeted automation's firings: its budget less the firings
@@ -743,6 +745,16 @@ class Cycle:
         if self._paused is None:
             self._paused = frozenset(read_paused(self.connection))
         return self._paused
+
+    def watch_stalls(self, automations: Sequence[Automation], now: datetime) -> None:
+        """Keep since when this sensor watches for each enabled RUN_STALLED automation's stalls
+        (`watching_since`; see `stored_state.watch_stalls`)."""
+        stalled = {
+            a.name: str(a.project)
+            for a in automations
+            if a.enabled and isinstance(a.event, RunStalled)
+        }
+        self.watching_since = stored_state.watch_stalls(self.connection, self.name, stalled, now)
 
     def read_at(self, sources: Sequence[str]) -> datetime | None:
         """When every one of `sources` was last read (the oldest of their cursors' times; None

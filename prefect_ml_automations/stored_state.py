@@ -11,7 +11,8 @@ row `ml_sensor_state` does.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -73,6 +74,14 @@ state_seen = sa.Table(
     sa.Column("sensor", sa.String(255), primary_key=True),
     sa.Column("identity", sa.String(64), primary_key=True),
     sa.Column("kind", sa.String(16), nullable=False),
+)
+
+stall_watch = sa.Table(
+    "ml_stall_watch",
+    metadata,
+    sa.Column("sensor", sa.String(255), primary_key=True),
+    sa.Column("automation", sa.String(255), primary_key=True),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
 )
 
 #: Rows written at once after which PostgreSQL's planner statistics are refreshed.
@@ -238,6 +247,47 @@ def save(connection: Connection, sensor: str, rows: StateRows) -> None:
         # primary key (42 ms instead of 3 at 100k runs) until autovacuum comes round.
         for table in metadata.sorted_tables:
             connection.exec_driver_sql(f"ANALYZE {table.name}")
+
+
+def watch_stalls(
+    connection: Connection, sensor: str, automations: Mapping[str, str], now: datetime
+) -> dict[str, datetime]:
+    """Since when `sensor` watches for the stalls of each of `automations` (RUN_STALLED ones,
+    name → the project they watch): from `now` for one it did not watch before (new, renamed or
+    enabled again). For those, the running runs of their projects that went quiet are marked
+    quiet again (a stall may fire for them now); one no longer given is no longer watched."""
+    rows = connection.execute(
+        sa.select(stall_watch.c.automation, stall_watch.c.since).where(
+            stall_watch.c.sensor == sensor
+        )
+    )
+    watched = {row.automation: row.since for row in rows}
+    gone = sorted(watched.keys() - automations.keys())
+    if gone:
+        connection.execute(
+            stall_watch.delete().where(
+                stall_watch.c.sensor == sensor, one_of(connection, stall_watch.c.automation, gone)
+            )
+        )
+    new = sorted(automations.keys() - watched.keys())
+    if new:
+        # (two workers of one sensor may both find it new: the first one's time stays)
+        insert = dialect_insert(connection)(stall_watch).on_conflict_do_nothing()
+        connection.execute(insert, [{"sensor": sensor, "automation": a, "since": now} for a in new])
+        projects = sorted({automations[a] for a in new})
+        connection.execute(
+            state_runs.update()
+            .where(
+                state_runs.c.sensor == sensor,
+                one_of(connection, state_runs.c.project, projects),
+                state_runs.c.state == "running",
+                state_runs.c.active.is_not(None),
+                state_runs.c.quiet.is_(None),
+            )
+            .values(quiet=state_runs.c.active)
+        )
+    since = {a: t for a, t in watched.items() if a in automations} | dict.fromkeys(new, now)
+    return {a: t if t.tzinfo else t.replace(tzinfo=UTC) for a, t in since.items()}
 
 
 def quiet_projects(connection: Connection, sensor: str, before: int) -> set[str]:

@@ -354,9 +354,72 @@ def test_an_automation_renamed_to_another_kind_keeps_its_runs_readable(tmp_path:
     first.commit([], now=t(2))
     second = sensor_on(tmp_path, {**stall_automation(), "name": "x"})
     second.store.put_events(events(beat("r1", 5 * MIN)), origin="push")
+    assert second.commit([], now=t(30)).fired == []  # (it watches for stalls from here)
     assert [f.automation for f in second.commit([], now=t(40)).fired] == ["x"]
     third = sensor_on(tmp_path, streaky)
     third.store.put_events(events(metric("r1", 2, 0.5, 50 * MIN)), origin="push")
     assert third.commit([], now=t(51)).fired == []  # the streak goes on: 2 points, not 3
     third.store.put_events(events(metric("r1", 3, 0.5, 51 * MIN)), origin="push")
     assert [f.step for f in third.commit([], now=t(52)).fired] == [3]
+
+
+PLAIN = {
+    "name": "plain",
+    "scope": {"project": "p"},
+    "event": {"type": "RUN_METRIC", "metric": "acc", "window": 1, "operator": ">", "threshold": 9},
+    "action": {"type": "no_op"},
+}
+
+
+def quiet_runs() -> list[dict[str, Any]]:
+    """r-old went quiet at -60m, r2 at 0, r1 at 5m: all running."""
+    return [
+        state("r-old", "running", -60 * MIN),
+        state("r2", "running", 0),
+        state("r1", "running", 0),
+        metric("r1", 1, 0.5, 5 * MIN),
+    ]
+
+
+def test_a_stall_automation_added_later_fires_for_the_runs_that_stall_after_it_came(
+    tmp_path: Path,
+) -> None:
+    """The sensor watches for its stalls from the cycle that first sees it (20m here): a run
+    quiet since before stalls then all the same (r2 at 30m, r1 at 35m), silently only if its
+    stall was over before (r-old at -30m) — never a surprise page for a stale run."""
+    before = sensor_on(tmp_path, PLAIN)
+    before.store.put_events(events(*quiet_runs()), origin="push")
+    before.commit([], now=t(10))
+    after = sensor_on(tmp_path, PLAIN, stall_automation())
+    assert after.commit([], now=t(20)).fired == []
+    assert [(f.run_id, f.timestamp) for f in after.commit([], now=t(31)).fired] == [("r2", t(30))]
+    assert [(f.run_id, f.timestamp) for f in after.commit([], now=t(36)).fired] == [("r1", t(35))]
+    assert after.commit([], now=t(600)).fired == []
+
+
+def test_a_stall_automation_enabled_again_watches_from_then_on(tmp_path: Path) -> None:
+    """While it is off, r2 and r1 stall (at 30m and 35m) and r3 goes quiet (at 35m): enabled
+    again at 41m, it fires for r3's stall at 65m only."""
+    disabled = {**stall_automation(), "enabled": False}
+    off = sensor_on(tmp_path, disabled)
+    went_quiet = [state("r3", "running", 0), metric("r3", 1, 0.5, 35 * MIN)]
+    off.store.put_events(events(*quiet_runs(), *went_quiet), origin="push")
+    assert off.commit([], now=t(40)).fired == []
+    on = sensor_on(tmp_path, stall_automation())
+    assert on.commit([], now=t(41)).fired == []
+    assert [(f.run_id, f.timestamp) for f in on.commit([], now=t(66)).fired] == [("r3", t(65))]
+    assert on.commit([], now=t(600)).fired == []
+
+
+def test_a_stall_over_before_the_sensor_watched_is_judged_silently_and_explained() -> None:
+    since = {"stalled": t(35)}
+    stream = events(state("r1", "running", 0), state("r2", "running", 0), beat("r2", 10 * MIN))
+    evaluation = Evaluator([STALLED], watching_since=since).evaluate(
+        stream, now=t(60), explain=True
+    )
+    assert [(f.run_id, f.timestamp) for f in evaluation.firings] == [("r2", t(40))]
+    [skip] = [s for s in evaluation.skips if s.subject == "run 'r1'"]
+    assert skip.reason == (
+        "it stalled at 2026-01-01T10:30:00+00:00, before the sensor watched for this "
+        "automation's stalls (since 2026-01-01T10:35:00+00:00)"
+    )

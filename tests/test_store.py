@@ -45,7 +45,7 @@ def test_opening_a_store_twice_migrates_once(store: StateStore) -> None:
         versions = connection.execute(
             sa.text("SELECT version_num FROM ml_automations_alembic_version")
         ).all()
-    assert [v for (v,) in versions] == ["0007"]
+    assert [v for (v,) in versions] == ["0008"]
 
 
 def test_inbox_events_are_taken_once_in_arrival_order(store: StateStore) -> None:

@@ -150,9 +150,17 @@ class Evaluator:
         *,
         paused: frozenset[str] = frozenset(),
         budgets: Mapping[str, int] | None = None,
+        watching_since: Mapping[str, datetime] | None = None,
     ) -> None:
         self.automations = [a for a in automations if a.enabled]
         self.state = state or EvaluatorState()
+        #: Since when a sensor watches for each stall automation's stalls: a stall that was
+        #: over before (its run quiet for `after` by then) is judged without firing. None or
+        #: absent: since always (a dry run).
+        self.watching_since = {
+            name: to_ns(t if t.tzinfo else t.replace(tzinfo=UTC))
+            for name, t in (watching_since or {}).items()
+        }
         #: Automations judged as usual (their windows and streaks advance) that fire nothing:
         #: their matches are held back as skipped.
         self.paused = paused
@@ -486,7 +494,13 @@ class Evaluator:
         project, run_id = self.state.runs.keys[code]
         subject = run_subject(run_id, name)
         reason = None
-        if at < since_ns:
+        watching = self.watching_since.get(automation.name)
+        if watching is not None and at < watching:
+            reason = (
+                f"it stalled at {from_ns(at).isoformat()}, before the sensor watched for this "
+                f"automation's stalls (since {from_ns(watching).isoformat()})"
+            )
+        elif at < since_ns:
             reason = "before --since"
         elif (reason := automation.run_filters.admits(user=user, run_name=name)) is not None:
             pass
