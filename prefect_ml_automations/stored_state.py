@@ -117,14 +117,13 @@ def load(
     if keys.quiet_before is not None:
         runs.update(quiet_runs(connection, sensor, keys.quiet_before, projects))
     for key, windows in keys.metrics.items():
-        if not windows:
-            continue
+        # (and the runs of lists no automation keeps now: the evaluator drops those lists)
         info = rows.metrics.get(key)
         members = members_of(info) if info is not None else {}
         missing = sorted(windows - members.keys())
         for k, finished in missing:
             members[(k, finished)] = _most_recent_logged(connection, sensor, *key, k, finished)
-        if info is None or missing:
+        if windows and (info is None or missing):
             rows.metrics[key] = MetricRow(
                 capacity=info.capacity if info is not None else 1,
                 shift=info.shift if info is not None else None,

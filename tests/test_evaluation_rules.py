@@ -690,6 +690,17 @@ def test_a_nearly_flat_baseline_makes_a_wiggle_an_outlier_unless_sigma_has_a_flo
     assert jump.value == pytest.approx(0.5 / 0.05)
 
 
+def test_a_flat_baseline_stays_flat_though_runs_came_and_went_around_it() -> None:
+    """The running sums are kept around the metric's first value (0.1): r2's 0.7 entering and
+    leaving leaves a rounding crumb of 1e-17 in them, which is no spread (it made r2 a
+    38-million-σ outlier against 0.1 and 0.1)."""
+    finished = [state(r, "finished", 0) for r in ("r0", "r1", "r2")]
+    stream = [*finished, metric("r0", 0, 0.1, 1), metric("r1", 0, 0.1, 2)]
+    stream += [metric("r2", 0, 0.7, 3), metric("r2", 1, 0.2, 4)]
+    for baseline in ("all", "finished"):
+        assert fire([zscore(threshold=3, window=2, baseline=baseline)], stream) == []
+
+
 def test_a_sigma_floor_never_replaces_a_spread_larger_than_it() -> None:
     # The first value the project logged (0) is far from the baseline's (~1000): the spread of
     # 0.02 must still be measured as such, not as "none", and divided by instead of the floor.

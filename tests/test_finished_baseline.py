@@ -168,3 +168,46 @@ def test_a_store_of_an_earlier_version_knows_its_finished_runs(tmp_path: Path) -
         command.upgrade(config, "0007")
         rows = connection.execute(sa.text("SELECT run_id, finished FROM ml_state_runs"))
         assert sorted(rows) == [("r0", 1), ("r1", 0)]
+
+
+@pytest.mark.parametrize("persist", ["memory", "store"])
+def test_a_baseline_switched_away_and_back_starts_anew(persist: str) -> None:
+    """While the automation compares with all runs, nothing keeps its list of finished runs up
+    to date: switched back, it finds the finished runs anew (r2 and r3), not the list it left
+    (r0 and r1, which would make x a 15σ outlier)."""
+
+    def z(baseline: str) -> Automation:
+        return automation(
+            "z", type="RUN_METRIC_ZSCORE", metric="acc", threshold=1, window=2, baseline=baseline
+        )
+
+    phases = [
+        ([z("finished")], [*run("r0", 0, 0), *run("r1", 1, 10)]),
+        ([z("all")], [*run("r2", 10, 20), *run("r3", 12, 30)]),
+        ([z("finished")], [scored(11)]),
+    ]
+    state_, store, sensor = EvaluatorState(), StateStore("sqlite://"), uuid.uuid4().hex
+    for automations, batch in phases:
+        if persist == "store":
+            with store.cycle(sensor) as cycle:
+                state_ = cycle.state(Evaluator(automations).reads(events(*batch)))
+                firings = Evaluator(automations, state_).evaluate(events(*batch)).firings
+                cycle.save(state_)
+        else:
+            firings = Evaluator(automations, state_).evaluate(events(*batch)).firings
+    assert firings == []  # 11 against 12 and 10: z = 0.71
+
+
+def test_a_metric_whose_zscore_was_removed_keeps_its_cycles_working() -> None:
+    """The store still holds the removed z-score's member lists: a cycle loads their runs and
+    forgets the lists, instead of failing on runs it did not load."""
+    plain = automation("plain", type="RUN_METRIC", metric="acc", operator=">", threshold=99)
+    store, sensor = StateStore("sqlite://"), uuid.uuid4().hex
+    for automations, batch in [([ALL, plain], [*run("r0", 8, 0)]), ([plain], [*run("r1", 9, 60)])]:
+        with store.cycle(sensor) as cycle:
+            state_ = cycle.state(Evaluator(automations).reads(events(*batch)))
+            Evaluator(automations, state_).evaluate(events(*batch))
+            cycle.save(state_)
+    with store.engine.connect() as connection:
+        members = connection.execute(sa.text("SELECT members FROM ml_state_metrics")).scalar()
+    assert members == "{}"

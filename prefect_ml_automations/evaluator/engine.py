@@ -253,6 +253,7 @@ class Evaluator:
         out = Evaluation()
         held = _HeldBack()
         self.budgets = _Budgets(dict(self._budget_left), self._budget_reasons)
+        self._forget_unkept_members()
         # A huge batch is judged in slices: the result is the same (firings do not depend on
         # batching), and memory stays bounded and warm.
         for chunk in batch.chunks(CHUNK_EVENTS):
@@ -283,6 +284,21 @@ class Evaluator:
         out.skips = merged_skips(held.skips(self.state) + out.skips)
         out.exhausted = self.budgets.exhausted
         return out
+
+    def _forget_unkept_members(self) -> None:
+        """Drop the z-score member lists no automation keeps up to date now (one removed,
+        disabled or set to another window or baseline): kept, a list would miss the runs that
+        entered meanwhile when it is used again. A list used again starts anew from the
+        runs that have logged."""
+        kept = {
+            (str(a.project), a.event.metric, k, a.event.baseline == "finished")
+            for a in self.automations
+            if isinstance(a.event, RunMetricZScore)
+            for k in (a.event.window, a.event.window + 1)
+        }
+        members = self.state.members
+        for key in [key for key in members if key not in kept]:
+            del members[key]
 
     # -- run states -----------------------------------------------------------------------------
 
@@ -691,13 +707,14 @@ class _Batch:
         return result
 
     @cached_property
-    def finishes(self) -> dict[int, int]:
-        """Per run code, the arrival of the batch's first state event that made it finished."""
+    def finishes(self) -> dict[str, dict[int, int]]:
+        """Per project, per run code: the arrival of the batch's first state event that made
+        the run finished."""
         rows = np.flatnonzero(self.columns.metric == STATE_ROW).tolist()
-        out: dict[int, int] = {}
+        out: dict[str, dict[int, int]] = defaultdict(dict)
         for (arrival, event), row in zip(self.batch.states, rows, strict=True):
             if STATE_ALIASES.get(event.state, event.state) == "finished":
-                out.setdefault(int(self.row_run[row]), arrival)
+                out[event.project].setdefault(int(self.row_run[row]), arrival)
         return out
 
     def name_at(self, row: int) -> str | None:
@@ -906,12 +923,9 @@ class _MetricPass:
     def _finishing_runs(self) -> dict[int, int]:
         """The runs of the project the batch finishes that were not finished before: the
         arrival of their first `finished` state here."""
-        runs = self.state.runs
-        return {
-            code: arrival
-            for code, arrival in self.events.finishes.items()
-            if self.events.state.runs.keys[code][0] == self.project and not runs.finished[code]
-        }
+        finished = self.state.runs.finished
+        finishes = self.events.finishes.get(self.project, {})
+        return {code: arrival for code, arrival in finishes.items() if not finished[code]}
 
     def _finish_entries(self, first_values: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """(arrival, run) where runs enter a baseline of finished runs over the batch: at the

@@ -43,6 +43,10 @@ _GATHERED_AT_ONCE = 1 << 20
 #: Below this fraction of the mean square (around the shift), a baseline's variance is rounding
 #: noise of the running sums: the baseline counts as having no spread.
 _RELATIVE_VARIANCE_FLOOR = 1e-9
+#: A running sum of squares is off by at most about this fraction of the sizes of the squares
+#: added and taken out to reach it: a baseline spread within that is none (a flat baseline
+#: whose runs came and went around it would otherwise be a 10⁷σ outlier's).
+_ROUNDING = 8 * float(np.finfo(np.float64).eps)
 
 RankKey = Callable[[int], Any]
 
@@ -184,9 +188,10 @@ class ZScoreBatch:
 
     def _sums(
         self, membership: Membership, members_before: list[int]
-    ) -> tuple[F64, F64, I64, Bool]:
+    ) -> tuple[F64, F64, I64, F64, Bool]:
         """Size, sum and sum of squares of the member set as of each point (shifted values),
-        and whether the point's own run is a member.
+        the sum of the squares' sizes added and taken out to get there (what rounding errs
+        by is a fraction of it), and whether the point's own run is a member.
 
         A member's point replaces its run's previous value in the sums, or adds it where the
         run enters at that very point. A run entering elsewhere (at the state event that
@@ -211,6 +216,7 @@ class ZScoreBatch:
         v = self._shifted[at]
         p = np.where(was, self._prev_shifted[at], 0.0)
         d1, d2, dc = v - p, v * v - p * p, (~was).astype(np.int64)
+        da = v * v + p * p
         # The runs that leave at another's entry at its point: taken out at that member point.
         gone_runs, gone_at = _pairs(membership.leave)
         where = np.searchsorted(self.arrival, gone_at)
@@ -222,6 +228,7 @@ class ZScoreBatch:
             np.subtract.at(d1, into, gone)
             np.subtract.at(d2, into, gone * gone)
             np.subtract.at(dc, into, 1)
+            np.add.at(da, into, gone * gone)
         # The rest happen between points (a run entering or leaving at a `finished` state).
         entered_runs, entered_at = _pairs(membership.entry)
         entering = entered_at >= 0
@@ -243,12 +250,15 @@ class ZScoreBatch:
             d1 = np.concatenate([d1, between.sign * between.latest])[order]
             d2 = np.concatenate([d2, between.sign * between.latest**2])[order]
             dc = np.concatenate([dc, between.sign.astype(np.int64)])[order]
+            da = np.concatenate([da, between.latest**2])[order]
             changes = np.cumsum(np.bincount(position, minlength=n))
         zero = np.zeros(1)
+        squares = sum(x * x for x in start)
         c1 = np.concatenate([zero, np.cumsum(d1)]) + sum(start)
-        c2 = np.concatenate([zero, np.cumsum(d2)]) + sum(x * x for x in start)
+        c2 = np.concatenate([zero, np.cumsum(d2)]) + squares
         cn = np.concatenate([[0], np.cumsum(dc)]) + len(members_before)
-        return c1[changes], c2[changes], cn[changes], member
+        ca = np.concatenate([zero, np.cumsum(da)]) + squares
+        return c1[changes], c2[changes], cn[changes], ca[changes], member
 
     def _at_point(self, where: I64, arrivals: I64) -> Bool:
         """Whether a point arrived at each of `arrivals` (`where`: their sorted positions)."""
@@ -274,16 +284,20 @@ class ZScoreBatch:
         that had logged before the batch.
         """
         k, k1 = window, window + 1
-        t1, t2, tn, _ = self._sums(self.membership(members[k], k, rank, finished), members[k])
-        u1, u2, un, in_u = self._sums(self.membership(members[k1], k1, rank, finished), members[k1])
+        t1, t2, tn, ta, _ = self._sums(self.membership(members[k], k, rank, finished), members[k])
+        u1, u2, un, ua, in_u = self._sums(
+            self.membership(members[k1], k1, rank, finished), members[k1]
+        )
         v = self._shifted
         n = np.where(in_u, un - 1, tn)
         s1 = np.where(in_u, u1 - v, t1)
         s2 = np.where(in_u, u2 - v * v, t2)
+        rounded = _ROUNDING * np.where(in_u, ua + v * v, ta)  # (how far s2 may be off)
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = s1 / n
-            variance = (s2 - s1 * mean) / (n - 1)
-            spread = variance > _RELATIVE_VARIANCE_FLOOR * (s2 / n)
+            centered = s2 - s1 * mean
+            variance = centered / (n - 1)
+            spread = (variance > _RELATIVE_VARIANCE_FLOOR * (s2 / n)) & (centered > rounded)
             if sigma_floor > 0:  # (the spread as measured, however small: at least the floor)
                 sd = np.maximum(np.sqrt(np.maximum(variance, 0.0)), sigma_floor)
                 defined = n >= min_baseline
