@@ -106,6 +106,24 @@ def _pairs(by_run: dict[int, int]) -> tuple[I64, I64]:
 
 
 @dataclass
+class _Moved:
+    """The sizes of the squares added to and taken out of a running sum of squares, summed up
+    to each change (`cumulative`; `changes`: the changes up to each point): the sum of squares
+    is off by at most about `_ROUNDING` times that."""
+
+    cumulative: F64
+    changes: I64
+
+    @property
+    def most(self) -> float:
+        return float(self.cumulative[-1])
+
+    def at(self, points: I64) -> F64:
+        moved: F64 = self.cumulative[self.changes[points]]
+        return moved
+
+
+@dataclass
 class _Changes:
     """Runs entering (sign +1) or leaving (−1) a member set between points: each counts from
     the first point after it (`position`), with the run's latest value then (shifted)."""
@@ -188,10 +206,10 @@ class ZScoreBatch:
 
     def _sums(
         self, membership: Membership, members_before: list[int]
-    ) -> tuple[F64, F64, I64, F64, Bool]:
+    ) -> tuple[F64, F64, I64, _Moved, Bool]:
         """Size, sum and sum of squares of the member set as of each point (shifted values),
-        the sum of the squares' sizes added and taken out to get there (what rounding errs
-        by is a fraction of it), and whether the point's own run is a member.
+        the squares moved through the sums to get there (`_Moved`), and whether the point's
+        own run is a member.
 
         A member's point replaces its run's previous value in the sums, or adds it where the
         run enters at that very point. A run entering elsewhere (at the state event that
@@ -243,7 +261,7 @@ class ZScoreBatch:
         )
         start = [self.latest_before[m] - self.shift for m in members_before]
         if between is None:
-            changes = np.cumsum(member)  # member points up to and including each point
+            changes = np.cumsum(member, dtype=np.int64)  # member points up to each point
         else:  # (merged with the member points' changes, in position order)
             position = np.concatenate([at, between.position])
             order = stable_argsort(position)
@@ -257,8 +275,8 @@ class ZScoreBatch:
         c1 = np.concatenate([zero, np.cumsum(d1)]) + sum(start)
         c2 = np.concatenate([zero, np.cumsum(d2)]) + squares
         cn = np.concatenate([[0], np.cumsum(dc)]) + len(members_before)
-        ca = np.concatenate([zero, np.cumsum(da)]) + squares
-        return c1[changes], c2[changes], cn[changes], ca[changes], member
+        moved = _Moved(np.concatenate([zero, np.cumsum(da)]) + squares, changes)
+        return c1[changes], c2[changes], cn[changes], moved, member
 
     def _at_point(self, where: I64, arrivals: I64) -> Bool:
         """Whether a point arrived at each of `arrivals` (`where`: their sorted positions)."""
@@ -292,12 +310,18 @@ class ZScoreBatch:
         n = np.where(in_u, un - 1, tn)
         s1 = np.where(in_u, u1 - v, t1)
         s2 = np.where(in_u, u2 - v * v, t2)
-        rounded = _ROUNDING * np.where(in_u, ua + v * v, ta)  # (how far s2 may be off)
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = s1 / n
             centered = s2 - s1 * mean
             variance = centered / (n - 1)
-            spread = (variance > _RELATIVE_VARIANCE_FLOOR * (s2 / n)) & (centered > rounded)
+            spread = variance > _RELATIVE_VARIANCE_FLOOR * (s2 / n)
+            # Where the spread is within what rounding may have left in the sum of squares, it
+            # is none. (Looked at only below the most it may have left anywhere: a few points.)
+            most = _ROUNDING * (max(ta.most, ua.most) + float(np.max(v * v, initial=0.0)))
+            near = np.flatnonzero(spread & (centered <= most))
+            own = v[near] ** 2
+            off = _ROUNDING * np.where(in_u[near], ua.at(near) + own, ta.at(near))
+            spread[near] = centered[near] > off
             if sigma_floor > 0:  # (the spread as measured, however small: at least the floor)
                 sd = np.maximum(np.sqrt(np.maximum(variance, 0.0)), sigma_floor)
                 defined = n >= min_baseline
