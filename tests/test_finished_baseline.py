@@ -41,26 +41,36 @@ def of_x(firings: list[Any]) -> list[Any]:
     return [f for f in firings if f.run_id == "x"]
 
 
-def judged(
-    automations: list[Automation], *batches: list[dict[str, Any]], persist: str = "memory"
-) -> list[Any]:
-    """The firings of `batches` judged one after the other, the state kept in memory, saved
-    and read back as one blob, or kept as rows in a SQLite store (each batch loads just the
-    rows it reads, as a sensor's cycle does)."""
-    state, firings = EvaluatorState(), []
-    store, sensor = StateStore("sqlite://"), uuid.uuid4().hex
-    for batch in batches:
+Phase = tuple[list[Automation], list[dict[str, Any]]]
+
+
+def judged_in(
+    phases: list[Phase], persist: str = "memory", store: StateStore | None = None
+) -> list[list[Any]]:
+    """The firings of each phase's batch judged by its automations, one phase after the other,
+    the state kept in memory, saved and read back as one blob, or kept as rows in a SQLite
+    store (each batch loads just the rows it reads, as a sensor's cycle does)."""
+    state, out = EvaluatorState(), []
+    store, sensor = store or StateStore("sqlite://"), uuid.uuid4().hex
+    for automations, batch in phases:
         if persist == "store":
             with store.cycle(sensor) as cycle:
-                keys = Evaluator(automations).reads(events(*batch))
-                state = cycle.state(keys)
-                firings += Evaluator(automations, state).evaluate(events(*batch)).firings
+                state = cycle.state(Evaluator(automations).reads(events(*batch)))
+                out.append(Evaluator(automations, state).evaluate(events(*batch)).firings)
                 cycle.save(state)
             continue
         if persist == "bytes":
             state = EvaluatorState.from_bytes(state.to_bytes())
-        firings += Evaluator(automations, state).evaluate(events(*batch)).firings
-    return firings
+        out.append(Evaluator(automations, state).evaluate(events(*batch)).firings)
+    return out
+
+
+def judged(
+    automations: list[Automation], *batches: list[dict[str, Any]], persist: str = "memory"
+) -> list[Any]:
+    """The firings of `batches` judged one after the other by `automations` (see `judged_in`)."""
+    phases = [(automations, batch) for batch in batches]
+    return [f for firings in judged_in(phases, persist) for f in firings]
 
 
 def test_running_runs_are_left_out_of_a_finished_baseline() -> None:
@@ -125,16 +135,7 @@ def test_a_finished_baseline_added_later_starts_from_the_runs_seen_finished(
     (or the store) knows, finished ones only."""
     history = [*run("r0", 8, 0), *run("r1", 12, 60), *run("t", 0.1, 120, done=False)]
     plain = automation("plain", type="RUN_METRIC", metric="acc", operator=">", threshold=99)
-    state_, store, sensor = EvaluatorState(), StateStore("sqlite://"), uuid.uuid4().hex
-    for automations, batch in [([plain], history), ([FINISHED], [scored(16)])]:
-        if persist == "store":
-            with store.cycle(sensor) as cycle:
-                state_ = cycle.state(Evaluator(automations).reads(events(*batch)))
-                firings = Evaluator(automations, state_).evaluate(events(*batch)).firings
-                cycle.save(state_)
-        else:
-            firings = Evaluator(automations, state_).evaluate(events(*batch)).firings
-    [firing] = firings
+    [firing] = judged_in([([plain], history), ([FINISHED], [scored(16)])], persist)[-1]
     assert sorted(firing.metric_values) == [8.0, 12.0]
 
 
@@ -186,28 +187,16 @@ def test_a_baseline_switched_away_and_back_starts_anew(persist: str) -> None:
         ([z("all")], [*run("r2", 10, 20), *run("r3", 12, 30)]),
         ([z("finished")], [scored(11)]),
     ]
-    state_, store, sensor = EvaluatorState(), StateStore("sqlite://"), uuid.uuid4().hex
-    for automations, batch in phases:
-        if persist == "store":
-            with store.cycle(sensor) as cycle:
-                state_ = cycle.state(Evaluator(automations).reads(events(*batch)))
-                firings = Evaluator(automations, state_).evaluate(events(*batch)).firings
-                cycle.save(state_)
-        else:
-            firings = Evaluator(automations, state_).evaluate(events(*batch)).firings
-    assert firings == []  # 11 against 12 and 10: z = 0.71
+    assert judged_in(phases, persist)[-1] == []  # 11 against 12 and 10: z = 0.71
 
 
 def test_a_metric_whose_zscore_was_removed_keeps_its_cycles_working() -> None:
     """The store still holds the removed z-score's member lists: a cycle loads their runs and
     forgets the lists, instead of failing on runs it did not load."""
     plain = automation("plain", type="RUN_METRIC", metric="acc", operator=">", threshold=99)
-    store, sensor = StateStore("sqlite://"), uuid.uuid4().hex
-    for automations, batch in [([ALL, plain], [*run("r0", 8, 0)]), ([plain], [*run("r1", 9, 60)])]:
-        with store.cycle(sensor) as cycle:
-            state_ = cycle.state(Evaluator(automations).reads(events(*batch)))
-            Evaluator(automations, state_).evaluate(events(*batch))
-            cycle.save(state_)
+    store = StateStore("sqlite://")
+    phases: list[Phase] = [([ALL, plain], run("r0", 8, 0)), ([plain], run("r1", 9, 60))]
+    judged_in(phases, "store", store)
     with store.engine.connect() as connection:
         members = connection.execute(sa.text("SELECT members FROM ml_state_metrics")).scalar()
     assert members == "{}"
