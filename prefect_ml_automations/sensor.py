@@ -343,7 +343,7 @@ class Sensor:
             intake.release_sources([one.source for one in polled], now)
         with self.store.cycle(self.name) as cycle:
             clock = self._clock(cycle, now)
-            cycle.watch_stalls(self.config.automations, clock or now)
+            cycle.watch_stalls(self.config.automations, now)
             quiet_before = Evaluator(self.config.automations).reads([], now=clock).quiet_before
             taken = cycle.take_inbox(
                 limit, workers=intake.workers, known=intake.put_events, quiet_before=quiet_before

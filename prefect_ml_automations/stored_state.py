@@ -81,6 +81,7 @@ stall_watch = sa.Table(
     metadata,
     sa.Column("sensor", sa.String(255), primary_key=True),
     sa.Column("automation", sa.String(255), primary_key=True),
+    sa.Column("project", sa.Text(), nullable=False),
     sa.Column("since", sa.DateTime(timezone=True), nullable=False),
 )
 
@@ -248,45 +249,76 @@ def save(connection: Connection, sensor: str, rows: StateRows) -> None:
             connection.exec_driver_sql(f"ANALYZE {table.name}")
 
 
+#: The automation name of the row migration 0008 leaves for each sensor that existed before
+#: `ml_stall_watch`: the stall automations it has then were watched all along.
+WATCHED_BEFORE = ""
+_ALWAYS = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def watch_stalls(
     connection: Connection, sensor: str, automations: Mapping[str, str], now: datetime
 ) -> dict[str, datetime]:
-    """Since when `sensor` watches for the stalls of each of `automations` (RUN_STALLED ones,
-    name → the project they watch): from `now` for one it did not watch before (new, renamed or
-    enabled again). For those, the running runs of their projects that went quiet are marked
-    quiet again (a stall may fire for them now); one no longer given is no longer watched."""
+    """Since when `sensor` watches for the stalls of each of `automations` (its RUN_STALLED
+    ones, name → the project they watch): from `now` for one it did not watch before (new,
+    renamed, enabled again or moved to another project) — the running runs of its project
+    that went quiet are then marked quiet again, so that a cycle finds them. One no longer
+    given is no longer watched (every worker of a sensor has the same automations)."""
     rows = connection.execute(
-        sa.select(stall_watch.c.automation, stall_watch.c.since).where(
+        sa.select(stall_watch.c.automation, stall_watch.c.project).where(
             stall_watch.c.sensor == sensor
         )
     )
-    watched = {row.automation: row.since for row in rows}
-    gone = sorted(watched.keys() - automations.keys())
+    watched = {row.automation: row.project for row in rows}
+    gone = sorted(
+        a for a, project in watched.items() if automations.get(a) != project or a == WATCHED_BEFORE
+    )
     if gone:
         connection.execute(
             stall_watch.delete().where(
                 stall_watch.c.sensor == sensor, one_of(connection, stall_watch.c.automation, gone)
             )
         )
-    new = sorted(automations.keys() - watched.keys())
+    new = sorted(a for a in automations if watched.get(a) != automations[a])
     if new:
+        upgraded = WATCHED_BEFORE in watched  # (their runs' quiet times were kept all along)
+        since = _ALWAYS if upgraded else now.astimezone(UTC)
         # (two workers of one sensor may both find it new: the first one's time stays)
         insert = dialect_insert(connection)(stall_watch).on_conflict_do_nothing()
-        connection.execute(insert, [{"sensor": sensor, "automation": a, "since": now} for a in new])
-        projects = sorted({automations[a] for a in new})
         connection.execute(
-            state_runs.update()
-            .where(
-                state_runs.c.sensor == sensor,
-                one_of(connection, state_runs.c.project, projects),
-                state_runs.c.state == "running",
-                state_runs.c.active.is_not(None),
-                state_runs.c.quiet.is_(None),
-            )
-            .values(quiet=state_runs.c.active)
+            insert,
+            [
+                {"sensor": sensor, "automation": a, "project": automations[a], "since": since}
+                for a in new
+            ],
         )
-    since = {a: t for a, t in watched.items() if a in automations} | dict.fromkeys(new, now)
-    return {a: t if t.tzinfo else t.replace(tzinfo=UTC) for a, t in since.items()}
+        if not upgraded:
+            _mark_quiet_again(connection, sensor, sorted({automations[a] for a in new}))
+    stored = connection.execute(
+        sa.select(stall_watch.c.automation, stall_watch.c.since).where(
+            stall_watch.c.sensor == sensor
+        )
+    )
+    return {
+        row.automation: row.since if row.since.tzinfo else row.since.replace(tzinfo=UTC)
+        for row in stored
+        if row.automation in automations
+    }
+
+
+def _mark_quiet_again(connection: Connection, sensor: str, projects: Sequence[str]) -> None:
+    """The running runs of `projects` that went quiet are quiet again: a stall automation that
+    came may fire for them."""
+    connection.execute(
+        state_runs.update()
+        .where(
+            state_runs.c.sensor == sensor,
+            one_of(connection, state_runs.c.project, projects),
+            state_runs.c.state == "running",
+            state_runs.c.active.is_not(None),
+            state_runs.c.quiet.is_(None),
+        )
+        .values(quiet=state_runs.c.active)
+    )
 
 
 def quiet_projects(connection: Connection, sensor: str, before: int) -> set[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 
 from prefect_ml_automations.cli import main
 from prefect_ml_automations.config import ConfigError, load_config, parse_config
@@ -18,7 +19,7 @@ from prefect_ml_automations.evaluator import Evaluator
 from prefect_ml_automations.sensor import Sensor
 from prefect_ml_automations.store import StateStore
 
-from .conftest import T0, at, automation, events, metric, state
+from .conftest import T0, at, automation, events, metric, migrations, state
 
 STALLED = automation("stalled", type="RUN_STALLED", after="30m")
 MIN = 60
@@ -423,3 +424,56 @@ def test_a_stall_over_before_the_sensor_watched_is_judged_silently_and_explained
         "it stalled at 2026-01-01T10:30:00+00:00, before the sensor watched for this "
         "automation's stalls (since 2026-01-01T10:35:00+00:00)"
     )
+
+
+def test_a_store_upgraded_under_a_sensor_keeps_watching_its_stall_automations(
+    tmp_path: Path,
+) -> None:
+    """Migration 0008 finds the sensor there: its stall automations were watched all along, so
+    a stall due while it was being upgraded still fires (not one over before it 'came')."""
+    sensor = sensor_on(tmp_path, stall_automation())
+    sensor.store.put_events(events(*busy_run(until=5)), origin="push")
+    sensor.commit([], now=t(10))
+    sensor.store.engine.dispose()
+    with migrations(f"sqlite:///{tmp_path}/store.db") as (config, _):
+        command.downgrade(config, "0007")
+        command.upgrade(config, "0008")
+    upgraded = sensor_on(tmp_path, stall_automation())
+    assert [(f.run_id, f.timestamp) for f in upgraded.commit([], now=t(40)).fired] == [
+        ("r1", t(35))
+    ]
+
+
+def test_a_stall_automation_moved_to_another_project_watches_it_from_then_on(
+    tmp_path: Path,
+) -> None:
+    """Its new project's quiet runs are found (rq at 30m), and a stall there over before the
+    move stays silent though a late sign of life shows it (rq-old, quiet since -60m)."""
+    first = sensor_on(tmp_path, stall_automation("p"))
+    quiet_in_q = [
+        state("rq", "running", 0, project="q"),
+        state("rq-old", "running", -60 * MIN, project="q"),
+    ]
+    first.store.put_events(events(*quiet_in_q), origin="push")
+    first.commit([], now=t(10))
+    moved = sensor_on(tmp_path, {**stall_automation("q"), "name": "stalled-p"})
+    assert moved.commit([], now=t(20)).fired == []
+    assert [(f.run_id, f.timestamp) for f in moved.commit([], now=t(31)).fired] == [("rq", t(30))]
+    moved.store.put_events(events(beat("rq-old", 100 * MIN, project="q")), origin="push")
+    assert moved.commit([], now=t(101)).fired == []
+
+
+def test_a_stall_automation_added_while_a_tracker_is_down_watches_from_the_wall_clock(
+    tmp_path: Path,
+) -> None:
+    """The stall clock lags while the tracker is down (read last at 10:06); the automation was
+    added at 13:20, so r1's stall at 10:35 was over before it came."""
+    tracker = Tracker()
+    before = sensor_on(tmp_path, PLAIN, sources=[tracker])
+    tracker.waiting = events(state("r1", "running", 0), metric("r1", 1, 0.5, 5 * MIN))
+    before.evaluate(now=t(6))
+    tracker.down = True
+    added = sensor_on(tmp_path, PLAIN, stall_automation(), sources=[tracker])
+    assert added.evaluate(now=t(200)).fired == []
+    tracker.down = False
+    assert added.evaluate(now=t(301)).fired == []
