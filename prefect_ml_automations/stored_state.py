@@ -269,9 +269,8 @@ def watch_stalls(
         )
     )
     watched = {row.automation: row.project for row in rows}
-    gone = sorted(
-        a for a, project in watched.items() if automations.get(a) != project or a == WATCHED_BEFORE
-    )
+    # (WATCHED_BEFORE's row too: no automation has an empty name)
+    gone = sorted(a for a, project in watched.items() if automations.get(a) != project)
     if gone:
         connection.execute(
             stall_watch.delete().where(

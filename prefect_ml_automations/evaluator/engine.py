@@ -950,8 +950,10 @@ class _MetricPass:
             return  # (no run has logged the metric: none enters)
         self._prepare_members(table)
         entries = self._finish_entries([])
+        if not entries:
+            return
         for (k, finished), members in self._members_before.items():
-            if finished and entries:
+            if finished:
                 walk = Membership.walk(members, entries, k, self.state.runs.rank)
                 self.state.members[(self.project, self.metric, k, True)] = walk.after
 

@@ -97,14 +97,6 @@ class Membership:
         return [int(r) for r in runs[(entry <= arrival) & (arrival < leave)]]
 
 
-def _pairs(by_run: dict[int, int]) -> tuple[I64, I64]:
-    """A {run: arrival} map as two arrays."""
-    return (
-        np.fromiter(by_run, np.int64, len(by_run)),
-        np.fromiter(by_run.values(), np.int64, len(by_run)),
-    )
-
-
 @dataclass
 class _Moved:
     """The sizes of the squares added to and taken out of a running sum of squares, summed up
@@ -235,8 +227,9 @@ class ZScoreBatch:
         p = np.where(was, self._prev_shifted[at], 0.0)
         d1, d2, dc = v - p, v * v - p * p, (~was).astype(np.int64)
         da = v * v + p * p
+        entered_runs, entered_at, left_at = membership._intervals
         # The runs that leave at another's entry at its point: taken out at that member point.
-        gone_runs, gone_at = _pairs(membership.leave)
+        gone_runs, gone_at = entered_runs[left_at != _NEVER], left_at[left_at != _NEVER]
         where = np.searchsorted(self.arrival, gone_at)
         at_point = self._at_point(where, gone_at)
         if at_point.any():
@@ -248,7 +241,6 @@ class ZScoreBatch:
             np.subtract.at(dc, into, 1)
             np.add.at(da, into, gone * gone)
         # The rest happen between points (a run entering or leaving at a `finished` state).
-        entered_runs, entered_at = _pairs(membership.entry)
         entering = entered_at >= 0
         entering[entering] = ~self._at_point(
             np.searchsorted(self.arrival, entered_at[entering]), entered_at[entering]
